@@ -53,10 +53,12 @@ class _Run:
 class AgentService:
     """Owns the chat model, the compiled graph and the sessions; one instance per application."""
 
-    def __init__(self, settings: Settings, model: BaseChatModel | None = None) -> None:
+    def __init__(
+        self, settings: Settings, model: BaseChatModel | None = None, checkpointer: InMemorySaver | None = None
+    ) -> None:
         self.settings = settings
         self.model = model or create_chat_model(settings.chat_model_options())
-        self.checkpointer = InMemorySaver()
+        self.checkpointer = checkpointer or InMemorySaver()
         self.graph = build_agent_graph(self.model, default_tools(), self.checkpointer)
         self.sessions = SessionStore()
         self.active_runs = 0

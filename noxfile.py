@@ -1,0 +1,88 @@
+"""The course's tasks: `nox -s demo` runs the final service, `nox -s tests` the whole suite (see README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+SOLUTIONS = ("solutions/medium",)
+FINAL_SOLUTION = SOLUTIONS[-1]
+DEV_REQUIREMENTS = "tests/requirements.txt"
+PYTHON = "3.11"
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+nox.options.sessions = ["lint", "tests"]
+
+
+def _stage(session: nox.Session) -> Path:
+    """The stage folder named on the command line (after `--`), checked to look like a stage."""
+    if not session.posargs:
+        session.error("name a stage folder, for example: nox -s serve -- solutions/medium")
+    stage = Path(session.posargs[0]).resolve()
+    if not (stage / "app" / "main.py").is_file():
+        session.error(f"{stage} is not a stage: it has no app/main.py")
+    return stage
+
+
+def _uvicorn(session: nox.Session, stage: Path, *extra: str) -> None:
+    session.install("-r", str(stage / "requirements.txt"))
+    session.chdir(stage)
+    session.run("uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "8000", *extra)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite: each solution's own tests, then the repository's (real servers included)."""
+    session.install("-r", DEV_REQUIREMENTS)
+    for stage in SOLUTIONS:
+        session.run("pytest", f"{stage}/tests", *session.posargs, env={"PYTHONPATH": stage})
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) over everything, mypy --strict over each solution's app."""
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    config = str(ROOT / "pyproject.toml")
+    for stage in SOLUTIONS:
+        # Each lab is its own `app` package, so each is checked from inside its folder.
+        with session.chdir(ROOT / stage):
+            session.run("mypy", "--config-file", config, "app")
+    session.run("mypy", "noxfile.py", "tests/support")
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """Run any stage on http://127.0.0.1:8000: `nox -s serve -- PATH` (a lab, a solution, a student's copy)."""
+    stage = _stage(session)
+    _uvicorn(session, stage, *session.posargs[1:])
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The final solution with embedded defaults (offline model, no services): open http://127.0.0.1:8000/docs."""
+    stage = ROOT / FINAL_SOLUTION
+    session.log("Serving %s: docs at http://127.0.0.1:8000/docs, stop with Ctrl+C", FINAL_SOLUTION)
+    _uvicorn(session, stage)
+
+
+@nox.session(python=PYTHON, venv_backend="uv")
+def lock(session: nox.Session) -> None:
+    """Refresh every pin: the dev environment first, then each lab's requirements.txt within it."""
+    session.install("uv")
+    compile_ = ("uv", "pip", "compile", "--upgrade", "--universal", "--python-version", PYTHON, "--quiet")
+    sources = [f"{stage}/requirements.in" for stage in SOLUTIONS]
+    session.run(*compile_, "pyproject.toml", "--group", "dev", *sources, "-o", DEV_REQUIREMENTS)
+    for stage in SOLUTIONS:
+        # Constrained by the dev pins, so one environment can hold every lab and the tests.
+        session.run(
+            *compile_, f"{stage}/requirements.in", "-c", DEV_REQUIREMENTS, "-o", f"{stage}/requirements.txt"
+        )
+    session.log("Pins refreshed; run `nox -s tests` before committing them.")
+

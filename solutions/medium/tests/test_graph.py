@@ -1,0 +1,66 @@
+"""The LangGraph workflow, run with the offline model."""
+
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from app.agent import OfflineChatModel, build_agent_graph, default_tools
+
+pytestmark = pytest.mark.anyio
+
+
+def _graph() -> Any:
+    return build_agent_graph(OfflineChatModel(), default_tools(), InMemorySaver())
+
+
+async def _ask(graph: Any, question: str, thread: str = "t", max_iterations: int = 5) -> tuple[dict[str, Any], list[str]]:
+    config = {"configurable": {"thread_id": thread}, "recursion_limit": max_iterations + 1}
+    nodes = []
+    async for update in graph.astream({"messages": [HumanMessage(question)]}, config, stream_mode="updates"):
+        nodes.extend(update)
+    state = await graph.aget_state(config)
+    return state.values, nodes
+
+
+async def test_research_path_uses_the_calculator() -> None:
+    """An arithmetic question goes supervisor, researcher, tools, researcher, writer, and the answer uses the result."""
+    state, nodes = await _ask(_graph(), "What is 12 * 7?")
+    assert nodes == ["supervisor", "researcher", "tools", "researcher", "writer"]
+    assert state["messages"][-1].text == "12 * 7 = 84."
+
+
+async def test_small_talk_skips_the_researcher() -> None:
+    """A greeting goes straight from the supervisor to the writer."""
+    state, nodes = await _ask(_graph(), "hello")
+    assert nodes == ["supervisor", "writer"]
+    assert state["messages"][-1].text.startswith("Hello!")
+
+
+async def test_conversation_persists_across_turns_and_research_does_not() -> None:
+    """The checkpointer keeps the conversation per thread; each turn starts with empty research."""
+    graph = _graph()
+    await _ask(graph, "my name is Ada", thread="a")
+    await _ask(graph, "What is 2 + 2?", thread="a")
+    state, _ = await _ask(graph, "what is my name?", thread="a")
+    assert state["messages"][-1].text == "Your name is Ada."
+    assert [m.type for m in state["messages"]] == ["human", "ai"] * 3
+    assert state["research"] == []
+    other, _ = await _ask(graph, "what is my name?", thread="b")
+    assert other["messages"][-1].text == "You have not told me your name in this session yet."
+
+
+@pytest.mark.parametrize("max_iterations", [2, 3, 4])
+async def test_small_budget_skips_research_and_says_so(max_iterations: int) -> None:
+    """Without room for a research round the writer answers at once and says the budget ran out."""
+    state, nodes = await _ask(_graph(), "What is 12 * 7?", max_iterations=max_iterations)
+    assert nodes == ["supervisor", "writer"]
+    assert "ran out of steps" in state["messages"][-1].text
+
+
+async def test_budget_of_one_ends_without_running_past_it() -> None:
+    """With one step the graph runs only the supervisor and ends cleanly (no recursion error)."""
+    state, nodes = await _ask(_graph(), "What is 12 * 7?", max_iterations=1)
+    assert nodes == ["supervisor"]
+    assert state["budget_exhausted"] is True
