@@ -10,11 +10,10 @@ ROOT = Path(__file__).parent
 SOLUTIONS = ("solutions/medium",)
 FINAL_SOLUTION = SOLUTIONS[-1]
 DEV_REQUIREMENTS = "tests/requirements.txt"
-PYTHON = "3.11"
+PYTHON = "3.11"  # the oldest Python the course supports: pins are resolved for it
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.error_on_missing_interpreters = False
 nox.options.sessions = ["lint", "tests"]
 
 
@@ -34,7 +33,7 @@ def _uvicorn(session: nox.Session, stage: Path, *extra: str) -> None:
     session.run("uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "8000", *extra)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite: each solution's own tests, then the repository's (real servers included)."""
     session.install("-r", DEV_REQUIREMENTS)
@@ -43,7 +42,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "tests", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) over everything, mypy --strict over each solution's app."""
     session.install("-r", DEV_REQUIREMENTS)
@@ -57,14 +56,14 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", "noxfile.py", "tests/support")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def serve(session: nox.Session) -> None:
     """Run any stage on http://127.0.0.1:8000: `nox -s serve -- PATH` (a lab, a solution, a student's copy)."""
     stage = _stage(session)
     _uvicorn(session, stage, *session.posargs[1:])
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def demo(session: nox.Session) -> None:
     """The final solution with embedded defaults (offline model, no services): open http://127.0.0.1:8000/docs."""
     stage = ROOT / FINAL_SOLUTION
@@ -72,7 +71,7 @@ def demo(session: nox.Session) -> None:
     _uvicorn(session, stage)
 
 
-@nox.session(python=PYTHON, venv_backend="uv")
+@nox.session(venv_backend="uv")
 def lock(session: nox.Session) -> None:
     """Refresh every pin: the dev environment first, then each lab's requirements.txt within it."""
     session.install("uv")
@@ -81,8 +80,5 @@ def lock(session: nox.Session) -> None:
     session.run(*compile_, "pyproject.toml", "--group", "dev", *sources, "-o", DEV_REQUIREMENTS)
     for stage in SOLUTIONS:
         # Constrained by the dev pins, so one environment can hold every lab and the tests.
-        session.run(
-            *compile_, f"{stage}/requirements.in", "-c", DEV_REQUIREMENTS, "-o", f"{stage}/requirements.txt"
-        )
+        session.run(*compile_, f"{stage}/requirements.in", "-c", DEV_REQUIREMENTS, "-o", f"{stage}/requirements.txt")
     session.log("Pins refreshed; run `nox -s tests` before committing them.")
-

@@ -152,9 +152,7 @@ def test_langchain_stream_joins_to_the_non_streamed_answer(server: OpenAITestSer
 
 
 @pytest.mark.parametrize("include_usage", [True, False])
-def test_sdk_stream_sends_usage_chunk_only_when_requested(
-    server: OpenAITestServer, include_usage: bool
-) -> None:
+def test_sdk_stream_sends_usage_chunk_only_when_requested(server: OpenAITestServer, include_usage: bool) -> None:
     """The final `choices: []` usage chunk is sent if and only if `stream_options.include_usage` is set."""
     extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if include_usage else {}
     stream = sdk(server).chat.completions.create(
@@ -241,9 +239,7 @@ def test_bound_calculator_tool_call_streams_in_fragments(server: OpenAITestServe
         ("Write a haiku about spring", "writer"),
     ],
 )
-def test_forced_route_tool_choice_picks_the_next_worker(
-    server: OpenAITestServer, question: str, target: str
-) -> None:
+def test_forced_route_tool_choice_picks_the_next_worker(server: OpenAITestServer, question: str, target: str) -> None:
     """Forcing `route` sends research questions to the researcher and everything else to the writer."""
     model = chat(server).bind_tools([ROUTE_SCHEMA], tool_choice="route")
     message = model.invoke([SystemMessage("You are the supervisor."), HumanMessage(question)])
@@ -335,9 +331,7 @@ def test_writer_echoes_the_last_user_message_given_as_parts(server: OpenAITestSe
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_error_mode_raises_internal_server_error_until_switched_back(
-    server: OpenAITestServer, stream: bool
-) -> None:
+def test_error_mode_raises_internal_server_error_until_switched_back(server: OpenAITestServer, stream: bool) -> None:
     """In `error` mode the client gets HTTP 500 with an OpenAI error body; mode `ok` restores answers."""
     server.mode = "error"
     model = chat(server)
@@ -368,9 +362,7 @@ def test_hang_mode_is_ended_by_the_client_timeout(server: OpenAITestServer, clie
     server.mode = "hang"
     if client == "sdk":
         messages: list[Any] = [{"role": "user", "content": "hi"}]
-        send = partial(
-            sdk(server, timeout=0.5).chat.completions.create, model="test-model", messages=messages
-        )
+        send = partial(sdk(server, timeout=0.5).chat.completions.create, model="test-model", messages=messages)
     else:
         send = partial(chat(server, timeout=0.5).invoke, "hi")
     started = time.monotonic()

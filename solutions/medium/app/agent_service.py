@@ -5,9 +5,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx
 import openai
@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphRecursionError
 
-from .agent import build_agent_graph, create_chat_model, default_tools, model_name
+from .agent import AgentState, build_agent_graph, create_chat_model, default_tools, model_name
 from .config import Settings
 from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError, UpstreamError
 from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, SessionSummary, StreamChunk
@@ -84,10 +84,12 @@ class AgentService:
             session_id=done.session_id,
             execution_time=done.metadata["execution_time"],
             tokens_used=done.metadata["tokens_used"],
-            metadata={key: value for key, value in done.metadata.items() if key not in {"execution_time", "tokens_used"}},
+            metadata={
+                key: value for key, value in done.metadata.items() if key not in {"execution_time", "tokens_used"}
+            },
         )
 
-    async def stream_query(self, request: QueryRequest) -> AsyncIterator[StreamChunk]:
+    async def stream_query(self, request: QueryRequest) -> AsyncGenerator[StreamChunk]:
         """Stream the run as start, token and step chunks, ending with exactly one done or error chunk."""
         session_id = request.session_id or new_session_id()
         request = request.model_copy(update={"session_id": session_id})
@@ -110,7 +112,9 @@ class AgentService:
         """The session with its messages, or SessionNotFoundError."""
         record = self._record(session_id)
         messages = await self._conversation(session_id)
-        chat = [ChatMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=m.text) for m in messages]
+        chat = [
+            ChatMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=m.text) for m in messages
+        ]
         return SessionInfo(**_summary(record).model_dump(), messages=chat)
 
     def list_sessions(self) -> list[SessionSummary]:
@@ -134,7 +138,7 @@ class AgentService:
         state = await self.graph.aget_state(_thread(session_id))
         return list(state.values.get("messages", []))
 
-    async def _run_events(self, request: QueryRequest) -> AsyncIterator[StreamChunk]:
+    async def _run_events(self, request: QueryRequest) -> AsyncGenerator[StreamChunk]:
         session_id = request.session_id or new_session_id()
         run = _Run(session_id=session_id)
         question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
@@ -172,7 +176,9 @@ class AgentService:
             },
         )
 
-    async def _graph_events(self, question: HumanMessage, max_iterations: int, run: _Run) -> AsyncIterator[StreamChunk]:
+    async def _graph_events(
+        self, question: HumanMessage, max_iterations: int, run: _Run
+    ) -> AsyncGenerator[StreamChunk]:
         """Run the graph in its own task, so the deadline and a disconnect cancel the run itself."""
         queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
         config: RunnableConfig = {
@@ -184,22 +190,18 @@ class AgentService:
         async def produce() -> None:
             try:
                 async with asyncio.timeout(self.settings.agent_timeout_seconds):
-                    stream = self.graph.astream({"messages": [question]}, config, stream_mode=["messages", "updates"])
-                    async for mode, payload in stream:
-                        for chunk in self._chunks(mode, payload, run):
-                            queue.put_nowait(chunk)
-            except GraphRecursionError:
-                pass  # the graph stops itself before its limit; this is the safety net
-            except Exception as exc:
+                    with contextlib.suppress(GraphRecursionError):  # a safety net: the graph stops itself first
+                        turn = cast("AgentState", {"messages": [question]})
+                        stream = self.graph.astream(turn, config, stream_mode=["messages", "updates"])
+                        async for mode, payload in stream:
+                            for chunk in self._chunks(mode, payload, run):
+                                queue.put_nowait(chunk)
+                    if not run.pieces:
+                        queue.put_nowait(await self._answer_step_limit(run, max_iterations))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which translates it
                 queue.put_nowait(exc)
-                return
-            try:
-                if not run.pieces:
-                    queue.put_nowait(await self._answer_step_limit(run, max_iterations))
-            except Exception as exc:
-                queue.put_nowait(exc)
-                return
-            queue.put_nowait(None)
+            else:
+                queue.put_nowait(None)
 
         producer = asyncio.create_task(produce(), name=f"agent-run-{run.session_id}")
         try:
@@ -277,4 +279,3 @@ def _summary(record: SessionRecord) -> SessionSummary:
         updated_at=record.updated_at,
         message_count=record.message_count,
     )
-

@@ -1,12 +1,12 @@
 """The service's domain errors; `error_handlers` maps each to its HTTP status and error code.
 
-    AgentAPIError                     500 internal_error
-    ├── NotFoundError                 404 not_found
-    │   ├── SessionNotFoundError
-    │   └── TaskNotFoundError
-    └── AgentRunError                 500 internal_error
-        ├── AgentTimeoutError         504 timeout
-        └── UpstreamError             502 upstream_error (the LLM provider failed)
+AgentAPIError                     500 internal_error
+├── NotFoundError                 404 not_found
+│   ├── SessionNotFoundError
+│   └── TaskNotFoundError
+└── AgentRunError                 500 internal_error
+    ├── AgentTimeoutError         504 timeout
+    └── UpstreamError             502 upstream_error (the LLM provider failed)
 """
 
 

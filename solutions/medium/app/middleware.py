@@ -48,7 +48,7 @@ class RequestIdMiddleware:
         finally:
             client = scope.get("client")
             access_logger.info(
-                '%s %s %d %.1fms client=%s',
+                "%s %s %d %.1fms client=%s",
                 scope["method"],
                 scope["path"],
                 status,

@@ -92,8 +92,3 @@ class ThreadedServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def threaded_server() -> Iterator[type[ThreadedServer]]:
-    yield ThreadedServer

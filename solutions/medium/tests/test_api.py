@@ -182,7 +182,9 @@ def test_background_task_completes_and_can_be_polled(client: TestClient) -> None
 
 def test_failed_background_task_reports_its_error() -> None:
     """A task whose run fails is marked failed with the error code, not lost."""
-    with TestClient(create_app(make_settings(agent_timeout_seconds=0.1, offline_llm_first_token_delay_ms=300))) as client:
+    with TestClient(
+        create_app(make_settings(agent_timeout_seconds=0.1, offline_llm_first_token_delay_ms=300))
+    ) as client:
         url = client.post("/api/v1/tasks", json={"query": "hi"}).json()["status_url"]
         deadline = time.monotonic() + 10
         while (status := client.get(url).json())["status"] in {"pending", "running"}:

@@ -15,7 +15,9 @@ def _graph() -> Any:
     return build_agent_graph(OfflineChatModel(), default_tools(), InMemorySaver())
 
 
-async def _ask(graph: Any, question: str, thread: str = "t", max_iterations: int = 5) -> tuple[dict[str, Any], list[str]]:
+async def _ask(
+    graph: Any, question: str, thread: str = "t", max_iterations: int = 5
+) -> tuple[dict[str, Any], list[str]]:
     config = {"configurable": {"thread_id": thread}, "recursion_limit": max_iterations + 1}
     nodes = []
     async for update in graph.astream({"messages": [HumanMessage(question)]}, config, stream_mode="updates"):

@@ -27,7 +27,7 @@ async def test_streamed_pieces_join_to_the_invoked_answer() -> None:
     model = OfflineChatModel()
     messages = [HumanMessage("hello there")]
     invoked = await model.ainvoke(messages)
-    chunks, total = await _stream(model, messages)
+    chunks, _ = await _stream(model, messages)
     texts = [chunk.text for chunk in chunks if chunk.text]
     assert len(texts) > 5
     assert "".join(texts) == invoked.text

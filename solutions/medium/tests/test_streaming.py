@@ -29,13 +29,12 @@ def test_disconnect_stops_the_agent_run() -> None:
     app = create_app(make_settings(offline_llm_first_token_delay_ms=10, offline_llm_token_delay_ms=100))
     with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         service = app.state.agent_service
-        with client.stream(
-            "POST", "/api/v1/query/stream", json={"query": "hello", "session_id": "leaver"}
-        ) as response:
+        with client.stream("POST", "/api/v1/query/stream", json={"query": "hello", "session_id": "leaver"}) as response:
             for line in response.iter_lines():
                 if line.startswith("data: ") and json.loads(line[6:])["type"] == "token":
+                    assert service.active_runs == 1
+                    # Leaving the loop closes httpx's line iterator, and with it the connection.
                     break
-            assert service.active_runs == 1
         closed = time.monotonic()
         while service.active_runs and time.monotonic() - closed < 1.0:
             time.sleep(0.01)

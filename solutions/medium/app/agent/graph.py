@@ -56,15 +56,18 @@ def route(next: Literal["researcher", "writer"]) -> str:  # noqa: A002 - the fie
 
 def format_notes(research: Sequence[AnyMessage]) -> str:
     """The tool results of this turn as note lines the writer reads: '- tool(args): result'."""
-    calls = {
-        call["id"]: call for message in research if isinstance(message, AIMessage) for call in message.tool_calls
+    calls: dict[str, tuple[str, dict[str, Any]]] = {
+        str(call["id"]): (call["name"], call["args"])
+        for message in research
+        if isinstance(message, AIMessage)
+        for call in message.tool_calls
     }
     lines = []
     for message in research:
         if isinstance(message, ToolMessage):
-            call = calls.get(message.tool_call_id, {"name": message.name or "tool", "args": {}})
-            args = ", ".join(str(value) for value in call["args"].values())
-            lines.append(f"- {call['name']}({args}): {' '.join(message.text.split())}")
+            name, args = calls.get(message.tool_call_id, (message.name or "tool", {}))
+            arguments = ", ".join(str(value) for value in args.values())
+            lines.append(f"- {name}({arguments}): {' '.join(message.text.split())}")
     return "\n".join(lines)
 
 

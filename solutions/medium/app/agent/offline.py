@@ -157,4 +157,3 @@ class OfflineChatModel(BaseChatModel):
             chunk_position="last",
         )
         yield 0.0, ChatGenerationChunk(message=last)
-

@@ -128,7 +128,8 @@ def _notes(messages: Sequence[BaseMessage]) -> list[tuple[str, str, str]]:
     for message in messages:
         if isinstance(message, SystemMessage) and NOTES_HEADING in message.text:
             section = message.text.rsplit(NOTES_HEADING, 1)[1]
-            return [m.groups() for m in map(_NOTE_LINE.match, section.strip().splitlines()) if m]
+            matches = (_NOTE_LINE.match(line) for line in section.strip().splitlines())
+            return [(m.group(1), m.group(2), m.group(3)) for m in matches if m]
     return []
 
 

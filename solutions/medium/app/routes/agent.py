@@ -50,7 +50,9 @@ def _sse(chunk: StreamChunk) -> ServerSentEvent:
 async def query(body: QueryRequest, agent: AgentDep) -> Any:
     """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream."""
     if body.stream:
-        return EventSourceResponse(_encoded(agent.stream_query(body)), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventSourceResponse(
+            _encoded(agent.stream_query(body)), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
     return await agent.process_query(body)
 
 
