@@ -7,7 +7,9 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
-SOLUTIONS = ("solutions/medium",)
+LABS = ("solutions/medium", "solutions/advanced")
+# A solution takes part in tests, lint and the demo once it has an app.
+SOLUTIONS = tuple(lab for lab in LABS if (ROOT / lab / "app" / "main.py").is_file())
 FINAL_SOLUTION = SOLUTIONS[-1]
 DEV_REQUIREMENTS = "tests/requirements.txt"
 PYTHON = "3.11"  # the oldest Python the course supports: pins are resolved for it
@@ -76,9 +78,9 @@ def lock(session: nox.Session) -> None:
     """Refresh every pin: the dev environment first, then each lab's requirements.txt within it."""
     session.install("uv")
     compile_ = ("uv", "pip", "compile", "--upgrade", "--universal", "--python-version", PYTHON, "--quiet")
-    sources = [f"{stage}/requirements.in" for stage in SOLUTIONS]
+    sources = [f"{stage}/requirements.in" for stage in LABS]
     session.run(*compile_, "pyproject.toml", "--group", "dev", *sources, "-o", DEV_REQUIREMENTS)
-    for stage in SOLUTIONS:
+    for stage in LABS:
         # Constrained by the dev pins, so one environment can hold every lab and the tests.
         session.run(*compile_, f"{stage}/requirements.in", "-c", DEV_REQUIREMENTS, "-o", f"{stage}/requirements.txt")
     session.log("Pins refreshed; run `nox -s tests` before committing them.")
