@@ -1,0 +1,129 @@
+"""Pure ASGI middleware: request context with a structured access log, and the Redis rate limit."""
+
+import re
+import time
+import uuid
+from collections.abc import Iterable
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import TokenVerifier
+from .exceptions import UnauthorizedError
+from .logging_config import get_logger
+from .rate_limit import RateLimiter
+
+access_logger = get_logger("app.access")
+logger = get_logger(__name__)
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's, if sane), binds it to the log context and logs the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = Headers(scope=scope).get("x-request-id", "")
+        request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            client = scope.get("client")
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status_code": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "client": client[0] if client else None,
+            }
+            if "user" in state:
+                fields["user"] = state["user"]
+            access_logger.info("request", **fields)
+
+
+class RateLimitMiddleware:
+    """Per user (from a valid bearer token) or per client address; exempt paths pass untouched.
+
+    If Redis cannot be reached the request goes on, and the log says so: a limiter outage must not become
+    an API outage (`/health` reports Redis down).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, limiter: RateLimiter, verifier: TokenVerifier, exempt_paths: Iterable[str] = ()
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.verifier = verifier
+        self.exempt_paths = frozenset(exempt_paths)
+
+    def _client_key(self, scope: Scope) -> str:
+        authorization = Headers(scope=scope).get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            try:
+                user = self.verifier.verify(token)
+            except UnauthorizedError:
+                pass  # an invalid token is limited by address, and refused later by the route
+            else:
+                scope.setdefault("state", {})["user"] = user
+                return f"user:{user}"
+        client = scope.get("client")
+        return f"ip:{client[0] if client else 'unknown'}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        try:
+            decision = await self.limiter.hit(self._client_key(scope))
+        except RedisError as exc:
+            logger.warning("rate limit skipped: Redis unavailable", error=type(exc).__name__)
+            await self.app(scope, receive, send)
+            return
+        headers = decision.headers()
+        if not decision.allowed:
+            await _send_rate_limited(scope, send, headers, decision.limit, self.limiter.window)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _send_rate_limited(scope: Scope, send: Send, headers: dict[str, str], limit: int, window: int) -> None:
+    body = orjson.dumps(
+        {
+            "error": "rate_limited",
+            "detail": f"Rate limit of {limit} requests per {window} s exceeded; retry in {headers['Retry-After']} s",
+            "request_id": scope.get("state", {}).get("request_id", "-"),
+        }
+    )
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 429, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
