@@ -117,6 +117,7 @@ class OpenAITestServer:
     mode: str = "ok"
     responder: Responder = default_responder
     requests: list[JSON] = field(default_factory=list)
+    model_requests: list[JSON] = field(default_factory=list)  # GET /v1/models, the health probes
 
     @property
     def base_url(self) -> str:
@@ -125,6 +126,7 @@ class OpenAITestServer:
     def reset(self) -> None:
         """Forget recorded requests and return to normal answers."""
         self.requests.clear()
+        self.model_requests.clear()
         self.mode = "ok"
         self.responder = default_responder
 
@@ -236,6 +238,9 @@ def build_app(server: OpenAITestServer) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def list_models(request: Request) -> Response:
+        server.model_requests.append({"_authorization": request.headers.get("authorization")})
+        if server.mode != "ok":
+            return await _fault(server.mode, request, stream=False)
         model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "test"}
         return JSONResponse({"object": "list", "data": [model]})
 

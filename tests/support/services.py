@@ -52,9 +52,7 @@ class RedisServer:
 
 def _start_redis(port: int) -> subprocess.Popen[bytes]:
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir()
-    )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -99,8 +97,18 @@ def postgres_database() -> Iterator[str]:
             connection.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
         unavailable(f"cannot create a PostgreSQL database as user postgres: {exc}")
+    url = f"postgresql+asyncpg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
     try:
-        yield f"postgresql+asyncpg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+        yield url
     finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(url)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by `postgres_database`, closing its connections first (may already be gone)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/postgres"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -49,7 +49,13 @@ class TokenVerifier:
     def issue(self, username: str) -> tuple[str, int]:
         """A signed token for the user and its lifetime in seconds."""
         now = datetime.now(UTC)
-        claims = {"sub": username, "iat": now, "nbf": now, "exp": now + timedelta(seconds=self._lifetime), "type": "access"}
+        claims = {
+            "sub": username,
+            "iat": now,
+            "nbf": now,
+            "exp": now + timedelta(seconds=self._lifetime),
+            "type": "access",
+        }
         return jwt.encode(claims, self._key, algorithm=self._algorithm), self._lifetime
 
     def verify(self, token: str) -> str:
@@ -132,7 +138,9 @@ def get_auth_service(request: Request) -> AuthService:
 AuthDep = Annotated[AuthService, Depends(get_auth_service)]
 
 
-async def get_current_user(request: Request, auth: AuthDep, token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+async def get_current_user(
+    request: Request, auth: AuthDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
     """The user the bearer token belongs to; 401 without a valid token or for an unknown user."""
     if not token:
         raise UnauthorizedError("Not authenticated")

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .agent import ChatModelOptions
 
-DEFAULT_SECRET_KEY = "change-me-this-default-is-refused-in-production"
+DEFAULT_SECRET_KEY = "change-me-this-default-is-refused-in-production"  # noqa: S105 - the refused placeholder
 
 
 class Settings(BaseSettings):
@@ -82,8 +82,6 @@ class Settings(BaseSettings):
 
     # Database: users, session metadata, background tasks and the LangGraph checkpoints
     database_url: str = "sqlite+aiosqlite:///./lab.db"
-
-    max_finished_tasks: int = Field(default=1000, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

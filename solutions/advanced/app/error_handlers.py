@@ -17,6 +17,7 @@ _CODES: dict[int, ErrorCode] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    413: "payload_too_large",
     422: "validation_error",
     429: "rate_limited",
     502: "upstream_error",

@@ -6,10 +6,13 @@ AgentAPIError                     500 internal_error
 ├── NotFoundError                 404 not_found
 │   ├── SessionNotFoundError
 │   └── TaskNotFoundError
+├── PayloadTooLargeError          413 payload_too_large
 └── AgentRunError                 500 internal_error
     ├── AgentTimeoutError         504 timeout
     └── UpstreamError             502 upstream_error (the LLM provider failed)
 """
+
+from typing import ClassVar
 
 
 class AgentAPIError(Exception):
@@ -17,7 +20,7 @@ class AgentAPIError(Exception):
 
     status_code = 500
     code = "internal_error"
-    headers: dict[str, str] = {}
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -29,7 +32,7 @@ class UnauthorizedError(AgentAPIError):
 
     status_code = 401
     code = "unauthorized"
-    headers = {"WWW-Authenticate": "Bearer"}
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class ForbiddenError(AgentAPIError):
@@ -58,6 +61,13 @@ class TaskNotFoundError(NotFoundError):
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"Task {task_id!r} not found")
+
+
+class PayloadTooLargeError(AgentAPIError):
+    """The request body is larger than MAX_REQUEST_BYTES."""
+
+    status_code = 413
+    code = "payload_too_large"
 
 
 class AgentRunError(AgentAPIError):

@@ -35,7 +35,7 @@ class HealthChecker:
         else:
             status = "healthy"
         return HealthResponse(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             version=self.settings.api_version,
             uptime_seconds=round(time.monotonic() - self.started, 3),
             dependencies=dependencies,
@@ -69,11 +69,12 @@ class HealthChecker:
 
     async def _probe_openai(self) -> DependencyStatus:
         base = (self.settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
-        key = self.settings.openai_api_key.get_secret_value() if self.settings.openai_api_key else ""
+        key = self.settings.openai_api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
         started = time.perf_counter()
         try:
             async with httpx.AsyncClient(timeout=_PROBE_SECONDS) as client:
-                response = await client.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"})
+                response = await client.get(f"{base}/models", headers=headers)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             return DependencyStatus(status="down", detail=f"openai model {self.model_name}: {type(exc).__name__}")

@@ -4,7 +4,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -57,23 +57,24 @@ def configure_logging(settings: Settings) -> None:
     renderer: Processor
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_serialise)
-        logger_factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        logger_factory: Any = structlog.BytesLoggerFactory(cast(BinaryIO, _Stdout(binary=True)))
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-        logger_factory = structlog.PrintLoggerFactory(sys.stdout)
+        logger_factory = structlog.PrintLoggerFactory(cast(TextIO, _Stdout(binary=False)))
     level = logging.getLevelNamesMapping()[settings.log_level]
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=logger_factory,
-        cache_logger_on_first_use=True,
+        # Not cached: a cached logger keeps the configuration it first saw, and tests configure many times.
+        cache_logger_on_first_use=False,
     )
     _route_stdlib(shared, renderer, level)
 
 
 def _route_stdlib(shared: list[Processor], renderer: Processor, level: int) -> None:
     """Send records of the standard library's loggers through the same processors, to stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_Stdout(binary=False))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
@@ -98,6 +99,19 @@ def _as_text(renderer: Processor) -> Processor:
         return rendered.decode() if isinstance(rendered, bytes) else str(rendered)
 
     return render
+
+
+class _Stdout:
+    """Whatever sys.stdout is at the time of writing (test runners swap it)."""
+
+    def __init__(self, *, binary: bool) -> None:
+        self.binary = binary
+
+    def write(self, data: Any) -> Any:
+        return (sys.stdout.buffer if self.binary else sys.stdout).write(data)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 def get_logger(name: str) -> Any:

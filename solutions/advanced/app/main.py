@@ -2,9 +2,11 @@
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.models import OAuth2
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +21,7 @@ from .dependencies import SettingsDep
 from .error_handlers import install_error_handlers
 from .health import HealthChecker
 from .logging_config import configure_logging, get_logger
-from .middleware import RateLimitMiddleware, RequestContextMiddleware
+from .middleware import BodySizeLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from .models import HealthResponse, RootInfo
 from .monitoring import Metrics, MetricsMiddleware, RouteTemplates, mark_process_dead
 from .rate_limit import RateLimiter
@@ -35,6 +37,8 @@ UNLIMITED_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; clients are created here but nothing connects until lifespan starts."""
     settings = settings or get_settings()
+    # Here rather than in lifespan, so that uvicorn's first lines are structured too.
+    configure_logging(settings)
     redis_client = create_redis(settings)
     cache = CacheService(redis_client, default_ttl=settings.cache_ttl)
     verifier = TokenVerifier(settings)
@@ -43,7 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings)
         engine = create_engine(settings.database_url)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(redis_client.aclose)
@@ -81,7 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.cache, app.state.metrics = settings, cache, app_metrics
-    oauth2_scheme.model.flows.password.tokenUrl = f"{settings.api_prefix}/auth/login"  # type: ignore[union-attr]
+    # The docs' Authorize button posts to the login route under this app's prefix.
+    flows = cast(OAuth2, oauth2_scheme.model).flows
+    if flows.password is not None:
+        flows.password.tokenUrl = f"{settings.api_prefix}/auth/login"
     install_error_handlers(app)
     app.include_router(auth.router, prefix=settings.api_prefix)
     app.include_router(agent.router, prefix=settings.api_prefix)
@@ -104,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.metrics_enabled:
         app.add_middleware(MetricsMiddleware, metrics=app_metrics, templates=RouteTemplates(app.routes))
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
 

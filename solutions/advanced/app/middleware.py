@@ -9,6 +9,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import TokenVerifier
@@ -44,7 +45,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
         try:
@@ -61,6 +62,49 @@ class RequestContextMiddleware:
             if "user" in state:
                 fields["user"] = state["user"]
             access_logger.info("request", **fields)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over `max_bytes` with 413: at once when Content-Length says so, or as soon as
+    a streamed body passes the limit."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_error(scope, send, 413, "payload_too_large", self._detail(), {})
+            return
+        received, refused = 0, False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    await _send_error(scope, send, 413, "payload_too_large", self._detail(), {})
+                    return {"type": "http.disconnect"}  # the app stops reading, as if the client left
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, send_unless_refused)
+        except ClientDisconnect:
+            if not refused:
+                raise
+
+    def _detail(self) -> str:
+        return f"The request body is larger than {self.max_bytes} bytes"
 
 
 class RateLimitMiddleware:
@@ -104,7 +148,11 @@ class RateLimitMiddleware:
             return
         headers = decision.headers()
         if not decision.allowed:
-            await _send_rate_limited(scope, send, headers, decision.limit, self.limiter.window)
+            detail = (
+                f"Rate limit of {decision.limit} requests per {self.limiter.window} s exceeded; "
+                f"retry in {headers['Retry-After']} s"
+            )
+            await _send_error(scope, send, 429, "rate_limited", detail, headers)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -115,15 +163,11 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _send_rate_limited(scope: Scope, send: Send, headers: dict[str, str], limit: int, window: int) -> None:
-    body = orjson.dumps(
-        {
-            "error": "rate_limited",
-            "detail": f"Rate limit of {limit} requests per {window} s exceeded; retry in {headers['Retry-After']} s",
-            "request_id": scope.get("state", {}).get("request_id", "-"),
-        }
-    )
+async def _send_error(scope: Scope, send: Send, status: int, code: str, detail: str, headers: dict[str, str]) -> None:
+    """Answer with an ErrorResponse before the app runs (the request id is already in the scope)."""
+    request_id = scope.get("state", {}).get("request_id", "-")
+    body = orjson.dumps({"error": code, "detail": detail, "request_id": request_id})
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 429, "headers": raw})
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

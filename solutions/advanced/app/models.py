@@ -176,6 +176,7 @@ ErrorCode = Literal[
     "validation_error",
     "not_found",
     "method_not_allowed",
+    "payload_too_large",
     "unauthorized",
     "forbidden",
     "rate_limited",
@@ -245,10 +246,12 @@ class HealthResponse(BaseModel):
 class Token(BaseModel):
     """An access token for the Authorization header (`Bearer <access_token>`)."""
 
-    model_config = _examples({"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "token_type": "bearer", "expires_in": 1800})
+    model_config = _examples(
+        {"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "token_type": "bearer", "expires_in": 1800}
+    )
 
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int = Field(description="Seconds until the token expires.")
 
 

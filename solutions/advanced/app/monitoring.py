@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from typing import Final
 
 from fastapi.routing import iter_route_contexts
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     disable_created_metrics,
+    generate_latest,
     multiprocess,
 )
 from starlette.routing import BaseRoute, compile_path
@@ -29,7 +28,7 @@ LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 AGENT_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 UNMATCHED = "unmatched"  # the endpoint label of requests no route matched: keeps the label set bounded
 # The *_created series double what a scrape carries and nothing here reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def multiprocess_dir() -> str | None:
@@ -44,7 +43,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
-            "http_requests", "HTTP requests by method, route template and status.", ["method", "endpoint", "status"], registry=r
+            "http_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "endpoint", "status"],
+            registry=r,
         )
         self.http_duration = Histogram(
             "http_request_duration_seconds",
@@ -86,7 +88,7 @@ class Metrics:
         """The text exposition of every worker's metrics (multiprocess) or this process's."""
         if multiprocess_dir():
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -94,7 +96,7 @@ class Metrics:
 def mark_process_dead() -> None:
     """Tell multiprocess mode this worker is gone, so its live gauges stop counting."""
     if multiprocess_dir():
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 class RouteTemplates:

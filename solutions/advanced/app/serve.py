@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from .config import get_settings
+from .logging_config import configure_logging
 
 
 def prepare_multiprocess_dir(workers: int) -> None:
@@ -29,6 +30,7 @@ def prepare_multiprocess_dir(workers: int) -> None:
 def main() -> None:
     """Start uvicorn the way the settings say."""
     settings = get_settings()
+    configure_logging(settings)
     prepare_multiprocess_dir(settings.workers)
     uvicorn.run(
         "app.main:app",

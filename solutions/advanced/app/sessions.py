@@ -50,7 +50,9 @@ def _record(row: SessionRow) -> SessionRecord:
 class SessionStore:
     """Session metadata in the database; a per-session lock in this process and, when shared, in Redis."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis_client: redis.Redis, lock_seconds: float) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], redis_client: redis.Redis, lock_seconds: float
+    ) -> None:
         self._db = sessions
         self._redis = redis_client
         self._lock_seconds = lock_seconds

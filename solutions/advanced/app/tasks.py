@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,7 +44,7 @@ class TaskManager:
         if row is None or row.owner != owner:
             raise TaskNotFoundError(task_id)
         result = QueryResponse.model_validate(row.result) if row.result else None
-        return TaskStatus(task_id=row.task_id, status=row.status, result=result, error=row.error)  # type: ignore[arg-type]
+        return TaskStatus(task_id=row.task_id, status=row.status, result=result, error=row.error)
 
     @property
     def running(self) -> int:
@@ -69,8 +70,10 @@ class TaskManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _set(self, task_id: str, status: str, result: QueryResponse | None = None, error: str | None = None) -> None:
-        values = {"status": status, "error": error, "updated_at": utcnow()}
+    async def _set(
+        self, task_id: str, status: str, result: QueryResponse | None = None, error: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "error": error, "updated_at": utcnow()}
         if result is not None:
             values["result"] = result.model_dump(mode="json")
         async with self._db.begin() as db:
@@ -92,4 +95,3 @@ class TaskManager:
             await self._set(task_id, "completed", result=result)
         finally:
             self._running.pop(task_id, None)
-

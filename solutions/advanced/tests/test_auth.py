@@ -124,7 +124,10 @@ def test_users_see_only_their_own_sessions_and_tasks(client: TestClient) -> None
     assert client.delete(f"/api/v1/session/{sid}", headers=alice).status_code == 404
     assert client.get(f"/api/v1/tasks/{task}", headers=alice).status_code == 404
     assert client.get("/api/v1/sessions", headers=alice).json()["count"] == 0
-    assert client.post("/api/v1/query", json={"query": "what is my name?", "session_id": sid}, headers=alice).status_code == 404
+    assert (
+        client.post("/api/v1/query", json={"query": "what is my name?", "session_id": sid}, headers=alice).status_code
+        == 404
+    )
     stream = client.post("/api/v1/query/stream", json={"query": "what is my name?", "session_id": sid}, headers=alice)
     assert stream.status_code == 404
     assert client.get(f"/api/v1/session/{sid}", headers=demo).json()["message_count"] == 2

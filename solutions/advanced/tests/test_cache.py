@@ -151,4 +151,6 @@ def test_query_works_with_redis_down(tmp_path: Path, redis: RedisServer) -> None
         assert client.get("/health").json()["status"] == "healthy"
         again = client.post("/api/v1/query", json={"query": "What is 4 * 4?"}, headers=headers)
         assert again.headers["X-Cache"] == "MISS"
-        assert client.post("/api/v1/query", json={"query": "What is 4 * 4?"}, headers=headers).headers["X-Cache"] == "HIT"
+        assert (
+            client.post("/api/v1/query", json={"query": "What is 4 * 4?"}, headers=headers).headers["X-Cache"] == "HIT"
+        )

@@ -76,7 +76,9 @@ def test_promtool_finds_nothing(client: TestClient, tmp_path: Path) -> None:
     headers = login(client)
     client.post("/api/v1/query", json={"query": "What is 1 + 2?"}, headers=headers)
     text = client.get("/api/v1/metrics").text
-    result = subprocess.run([str(promtool), "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(promtool), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == result.stderr.strip() == ""
 

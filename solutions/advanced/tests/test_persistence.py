@@ -1,0 +1,108 @@
+"""Sessions, users and tasks live in the database: restarts lose nothing, instances share everything."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.support.services import RedisServer, postgres_database
+
+from .conftest import login, make_settings
+
+
+def _name_round_trip(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as first:
+        headers = login(first)
+        sid = first.post("/api/v1/query", json={"query": "my name is Lin"}, headers=headers).json()["session_id"]
+        task = first.post("/api/v1/tasks", json={"query": "What is 6 * 6?"}, headers=headers).json()["status_url"]
+        deadline = time.monotonic() + 15
+        while first.get(task, headers=headers).json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with TestClient(create_app(settings)) as second:  # a restart: a new process's state, the same database
+        headers = login(second)  # tokens survive too (same key), but log in as a new client would
+        answer = second.post("/api/v1/query", json={"query": "what is my name?", "session_id": sid}, headers=headers)
+        assert answer.json()["response"] == "Your name is Lin."
+        info = second.get(f"/api/v1/session/{sid}", headers=headers).json()
+        assert info["message_count"] == 4
+        assert second.get(task, headers=headers).json()["result"]["response"] == "6 * 6 = 36."
+        assert sid in {s["session_id"] for s in second.get("/api/v1/sessions", headers=headers).json()["sessions"]}
+
+
+def test_restart_loses_no_session_or_task_on_sqlite(tmp_path: Path) -> None:
+    """After a restart on the same SQLite file, the conversation and the finished task are all there."""
+    _name_round_trip(make_settings(tmp_path / "lab.db"))
+
+
+@pytest.mark.service
+def test_restart_loses_no_session_or_task_on_postgresql(tmp_path: Path) -> None:
+    """The same on a real PostgreSQL database, migrated by Alembic at start-up."""
+    with postgres_database() as url:
+        _name_round_trip(make_settings(tmp_path / "unused", database_url=url))
+
+
+async def _two_instances(settings: Settings) -> None:
+    first, second = create_app(settings), create_app(settings)
+    async with LifespanManager(first), LifespanManager(second):
+        a, b = (_client(app) for app in (first, second))
+        try:
+            token = (await a.post("/api/v1/auth/login", data={"username": "demo", "password": "demo-password"})).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            sid = (await a.post("/api/v1/query", json={"query": "my name is Kai"}, headers=headers)).json()[
+                "session_id"
+            ]
+            answer = await b.post(
+                "/api/v1/query", json={"query": "what is my name?", "session_id": sid}, headers=headers
+            )
+            assert answer.json()["response"] == "Your name is Kai."
+            # Concurrent turns on one session through both instances: every message lands.
+            questions = [f"What is {n} + 1?" for n in range(8)]
+            await asyncio.gather(
+                *(
+                    (a, b)[n % 2].post("/api/v1/query", json={"query": q, "session_id": sid}, headers=headers)
+                    for n, q in enumerate(questions)
+                )
+            )
+            info = (await a.get(f"/api/v1/session/{sid}", headers=headers)).json()
+            assert info["message_count"] == 2 * (2 + len(questions))
+            assert [m["role"] for m in info["messages"]] == ["user", "assistant"] * (2 + len(questions))
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30)
+
+
+@pytest.mark.anyio
+async def test_two_instances_share_sessions(tmp_path: Path, redis: RedisServer) -> None:
+    """Two instances on one database and one Redis serve the same sessions, and their turns take turns."""
+    await _two_instances(make_settings(tmp_path / "shared.db", redis_url=redis.url))
+
+
+@pytest.mark.anyio
+@pytest.mark.service
+async def test_two_instances_share_sessions_on_postgresql(tmp_path: Path, redis: RedisServer) -> None:
+    """The same with PostgreSQL behind both."""
+    with postgres_database() as url:
+        await _two_instances(make_settings(tmp_path / "unused", database_url=url, redis_url=redis.url))
+
+
+def test_unfinished_task_is_marked_failed_at_shutdown(tmp_path: Path) -> None:
+    """A task still running when the server stops is failed with a reason, not left pending forever."""
+    settings = make_settings(tmp_path / "t.db", offline_llm_first_token_delay_ms=2000)
+    with TestClient(create_app(settings)) as client:
+        headers = login(client)
+        url = client.post("/api/v1/tasks", json={"query": "hi"}, headers=headers).json()["status_url"]
+    with TestClient(create_app(make_settings(tmp_path / "t.db"))) as client:
+        status = client.get(url, headers=login(client)).json()
+    assert status["status"] == "failed"
+    assert "shut down" in status["error"]
