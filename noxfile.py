@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -40,7 +41,8 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: each solution's own tests, then the repository's (real servers included)."""
     session.install("-r", DEV_REQUIREMENTS)
     for stage in SOLUTIONS:
-        session.run("pytest", f"{stage}/tests", *session.posargs, env={"PYTHONPATH": stage})
+        # The stage's own `app`, and the repository root for the shared test support (real servers).
+        session.run("pytest", f"{stage}/tests", *session.posargs, env={"PYTHONPATH": f"{stage}{os.pathsep}{ROOT}"})
     session.run("pytest", "tests", *session.posargs)
 
 
@@ -84,3 +86,18 @@ def lock(session: nox.Session) -> None:
         # Constrained by the dev pins, so one environment can hold every lab and the tests.
         session.run(*compile_, f"{stage}/requirements.in", "-c", DEV_REQUIREMENTS, "-o", f"{stage}/requirements.txt")
     session.log("Pins refreshed; run `nox -s tests` before committing them.")
+
+
+@nox.session
+def notebooks(session: nox.Session) -> None:
+    """Run every notebook top to bottom (or those named after `--`); executed copies go to build/notebooks/."""
+    session.install("-r", DEV_REQUIREMENTS)
+    # The runner starts each kernel from this environment's own interpreter, never a kernel installed elsewhere.
+    session.run("python", "notebooks/_run.py", *session.posargs)
+
+
+@nox.session
+def starters(session: nox.Session) -> None:
+    """Regenerate the starters (medium_lab/, ...) from the solutions; `-- --check` fails if one differs."""
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("python", "grader/starters.py", *session.posargs)
