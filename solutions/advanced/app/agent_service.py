@@ -5,55 +5,26 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-import httpx
-import openai
-from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.errors import GraphRecursionError
 from opentelemetry import trace
 
-from .agent import AgentState, build_agent_graph, create_chat_model, default_tools, model_name
+from .agent import build_agent_graph, create_chat_model, default_tools, model_name
+from .agent_runs import ANSWER_NODE, AgentRunner, Run, thread
 from .auth import User
 from .cache import CacheService, response_cache_key
 from .config import Settings
-from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError, UpstreamError
+from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError
 from .logging_config import get_logger
 from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, SessionSummary, StreamChunk
 from .monitoring import Metrics
 from .sessions import SessionRecord, SessionStore
-from .tracing import NodeSpanHandler
 
 logger = get_logger(__name__)
-STEP_LIMIT_ANSWER = (
-    "I reached the limit of {limit} step(s) before I could finish an answer. "
-    "Ask again with a higher max_iterations (up to 20)."
-)
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
-_ANSWER_NODE = "writer"
-_UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (openai.APIError, httpx.HTTPError)
-
-
-@dataclass
-class _Run:
-    """What one agent run produced, gathered while its events stream by."""
-
-    session_id: str
-    started: float = field(default_factory=time.perf_counter)
-    pieces: list[str] = field(default_factory=list)
-    steps: list[str] = field(default_factory=list)
-    tools_used: list[str] = field(default_factory=list)
-    stop_reason: Literal["completed", "max_iterations"] = "completed"
-    usage: UsageMetadataCallbackHandler = field(default_factory=UsageMetadataCallbackHandler)
-
-    @property
-    def tokens_used(self) -> int:
-        return sum(usage["total_tokens"] for usage in self.usage.usage_metadata.values())
 
 
 class AgentService:
@@ -77,7 +48,12 @@ class AgentService:
         self.sessions = sessions
         self.cache = cache
         self.metrics = metrics
-        self.tracer = tracer or trace.NoOpTracer()
+        self.runner = AgentRunner(
+            self.graph,
+            timeout_seconds=settings.agent_timeout_seconds,
+            provider=settings.llm_provider,
+            tracer=tracer or trace.NoOpTracer(),
+        )
         self.active_runs = 0
 
     @property
@@ -170,7 +146,7 @@ class AgentService:
         return record
 
     async def _conversation(self, session_id: str) -> list[BaseMessage]:
-        state = await self.graph.aget_state(_thread(session_id))
+        state = await self.graph.aget_state(thread(session_id))
         return list(state.values.get("messages", []))
 
     async def _answer(self, request: QueryRequest, user: User, *, cached: bool) -> QueryResponse:
@@ -196,7 +172,7 @@ class AgentService:
         async with self.sessions.lock(session_id):
             await self._check_owner(session_id, user)
             turn = [HumanMessage(content=request.query, id=uuid.uuid4().hex), AIMessage(content=cached.response)]
-            await self.graph.aupdate_state(_thread(session_id), {"messages": turn}, as_node=_ANSWER_NODE)
+            await self.graph.aupdate_state(thread(session_id), {"messages": turn}, as_node=ANSWER_NODE)
             await self._record_turn(session_id, user)
         return cached.model_copy(
             update={
@@ -212,7 +188,7 @@ class AgentService:
 
     async def _run_events(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
         session_id = request.session_id or new_session_id()
-        run = _Run(session_id=session_id)
+        run = Run(session_id=session_id)
         question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
         meta = {"provider": self.provider, "model": self.model_name}
         outcome = "error"
@@ -222,7 +198,7 @@ class AgentService:
                 await self._check_owner(session_id, user)  # again under the lock: it may have been taken meanwhile
                 yield StreamChunk(type="start", session_id=session_id, metadata=meta)
                 try:
-                    async with contextlib.aclosing(self._graph_events(question, request.max_iterations, run)) as events:
+                    async with contextlib.aclosing(self.runner.events(question, request.max_iterations, run)) as events:
                         async for chunk in events:
                             yield chunk
                 except AgentTimeoutError:
@@ -252,82 +228,6 @@ class AgentService:
             },
         )
 
-    async def _graph_events(
-        self, question: HumanMessage, max_iterations: int, run: _Run
-    ) -> AsyncGenerator[StreamChunk]:
-        """Run the graph in its own task, so the deadline and a disconnect cancel the run itself."""
-        queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
-        config: RunnableConfig = {
-            **_thread(run.session_id),
-            "recursion_limit": max_iterations + 1,  # LangGraph counts the input step too
-            "callbacks": [run.usage, NodeSpanHandler(self.tracer)],
-        }
-
-        async def produce() -> None:
-            with self.tracer.start_as_current_span("agent.run", attributes={"session.id": run.session_id}):
-                try:
-                    async with asyncio.timeout(self.settings.agent_timeout_seconds):
-                        with contextlib.suppress(GraphRecursionError):  # a safety net: the graph stops itself first
-                            turn = cast("AgentState", {"messages": [question]})
-                            stream = self.graph.astream(turn, config, stream_mode=["messages", "updates"])
-                            async for mode, payload in stream:
-                                for chunk in self._chunks(mode, payload, run):
-                                    queue.put_nowait(chunk)
-                        if not run.pieces:
-                            queue.put_nowait(await self._answer_step_limit(run, max_iterations))
-                except Exception as exc:  # noqa: BLE001 - handed to the consumer, which translates it
-                    queue.put_nowait(exc)
-                else:
-                    queue.put_nowait(None)
-
-        producer = asyncio.create_task(produce(), name=f"agent-run-{run.session_id}")
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise self._translate(item) from item
-                yield item
-        finally:
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
-
-    async def _answer_step_limit(self, run: _Run, max_iterations: int) -> StreamChunk:
-        """The graph ended without an answer: the step budget ran out. Answer so, and keep the turn whole."""
-        run.stop_reason = "max_iterations"
-        answer = STEP_LIMIT_ANSWER.format(limit=max_iterations)
-        run.pieces.append(answer)
-        await self.graph.aupdate_state(_thread(run.session_id), {"messages": [AIMessage(content=answer)]})
-        return StreamChunk(type="token", content=answer, session_id=run.session_id)
-
-    def _chunks(self, mode: str, payload: Any, run: _Run) -> list[StreamChunk]:
-        if mode == "messages":
-            message, metadata = payload
-            if metadata.get("langgraph_node") == _ANSWER_NODE and message.text:
-                run.pieces.append(message.text)
-                return [StreamChunk(type="token", content=message.text, session_id=run.session_id)]
-            return []
-        chunks = []
-        for node, update in payload.items():
-            if node.startswith("__"):
-                continue
-            run.steps.append(node)
-            if (update or {}).get("budget_exhausted"):
-                run.stop_reason = "max_iterations"
-            for message in (update or {}).get("research", []):
-                if isinstance(message, ToolMessage) and message.name:
-                    run.tools_used.append(message.name)
-            chunks.append(StreamChunk(type="step", content=node, session_id=run.session_id))
-        return chunks
-
-    def _translate(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, TimeoutError):
-            return AgentTimeoutError(f"The agent did not answer within {self.settings.agent_timeout_seconds:g} s")
-        # A provider's malformed reply surfaces as a ValueError (JSON or schema); the offline model has none.
-        if isinstance(exc, _UPSTREAM_ERRORS) or (self.provider == "openai" and isinstance(exc, ValueError)):
-            logger.warning("LLM provider failed", error=type(exc).__name__)
-            return UpstreamError(f"The LLM provider failed ({type(exc).__name__})")
-        return exc
-
     async def _rollback(self, session_id: str, question: HumanMessage) -> None:
         """Remove a failed turn from the conversation, so the session holds only whole turns."""
         conversation = await self._conversation(session_id)
@@ -336,17 +236,13 @@ class AgentService:
             return
         stale = ids[ids.index(question.id) :]
         await self.graph.aupdate_state(
-            _thread(session_id), {"messages": [RemoveMessage(id=message_id) for message_id in stale]}
+            thread(session_id), {"messages": [RemoveMessage(id=message_id) for message_id in stale]}
         )
 
 
 def new_session_id() -> str:
     """A fresh session id."""
     return uuid.uuid4().hex
-
-
-def _thread(session_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": session_id}}
 
 
 def _summary(record: SessionRecord) -> SessionSummary:

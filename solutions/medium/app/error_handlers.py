@@ -61,7 +61,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into an ErrorResponse."""
+    # BEGIN SOLUTION TODO 12: register the handlers that turn every error into an ErrorResponse
     app.add_exception_handler(AgentAPIError, _agent_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # BEGIN STARTER
+    # END STARTER
+    # END SOLUTION

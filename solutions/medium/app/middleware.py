@@ -37,11 +37,16 @@ class RequestIdMiddleware:
         status = 500
 
         async def send_with_id(message: Message) -> None:
+            # BEGIN SOLUTION TODO 13: put the request id on every response, and note its status
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
+            # BEGIN STARTER
+            # await send(message)
+            # END STARTER
+            # END SOLUTION
 
         try:
             await self.app(scope, receive, send_with_id)
@@ -100,6 +105,7 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
     def _admit(self, client: str, now: float) -> tuple[bool, int, int]:
+        # BEGIN SOLUTION TODO 11: admit at most `limit` requests per client in a sliding window
         self._calls += 1
         if self._calls % 1024 == 0:
             self._forget_idle_clients(now)
@@ -111,6 +117,10 @@ class RateLimitMiddleware:
             hits.append(now)
         reset = math.ceil(hits[0] + self.window - now)
         return allowed, self.limit - len(hits), max(reset, 1)
+        # BEGIN STARTER
+        # return True, self.limit, math.ceil(self.window)
+        # END STARTER
+        # END SOLUTION
 
     def _forget_idle_clients(self, now: float) -> None:
         """Drop clients with no hit inside the window, so the table does not grow without bound."""

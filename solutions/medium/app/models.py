@@ -34,7 +34,12 @@ _SESSION_EXAMPLE: dict[str, Any] = {
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    # BEGIN SOLUTION TODO 15: give every model an example for the docs
     return ConfigDict(json_schema_extra={"examples": list(examples)})
+    # BEGIN STARTER
+    # return ConfigDict()
+    # END STARTER
+    # END SOLUTION
 
 
 class QueryRequest(BaseModel):
@@ -42,18 +47,31 @@ class QueryRequest(BaseModel):
 
     model_config = _examples({"query": "What is 12 * 7?", "session_id": "demo-session", "max_iterations": 5})
 
+    # BEGIN SOLUTION TODO 1: bound the QueryRequest fields
     query: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH, description="The question, 1-4000 characters.")
     session_id: str | None = Field(
         default=None, pattern=SESSION_ID_PATTERN, description="Continue this session; absent: a new one."
     )
     stream: bool = Field(default=False, description="Answer as a Server-Sent Events stream instead of JSON.")
     max_iterations: int = Field(default=5, ge=1, le=20, description="The most graph steps the agent may take.")
+    # BEGIN STARTER
+    # query: str
+    # session_id: str | None = None
+    # stream: bool = False
+    # max_iterations: int = 5
+    # END STARTER
+    # END SOLUTION
 
     @field_validator("query", mode="before")
     @classmethod
     def _sanitise(cls, value: object) -> object:
         """Strip surrounding whitespace and remove control characters before the length checks."""
+        # BEGIN SOLUTION TODO 2: sanitise the query before its length is checked
         return _CONTROL.sub("", value).strip() if isinstance(value, str) else value
+        # BEGIN STARTER
+        # return value
+        # END STARTER
+        # END SOLUTION
 
 
 class QueryResponse(BaseModel):

@@ -49,11 +49,13 @@ def _sse(chunk: StreamChunk) -> ServerSentEvent:
 )
 async def query(body: QueryRequest, agent: AgentDep) -> Any:
     """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream."""
+    # BEGIN SOLUTION TODO 7: answer POST /query as JSON, or as the stream when asked
     if body.stream:
         return EventSourceResponse(
             _encoded(agent.stream_query(body)), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
     return await agent.process_query(body)
+    # END SOLUTION
 
 
 async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
@@ -95,8 +97,10 @@ async def list_sessions(agent: AgentDep) -> SessionList:
 @router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=_ERRORS)
 async def create_task(body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep) -> TaskAccepted:
     """Run a query in the background; poll the returned status_url for its answer."""
+    # BEGIN SOLUTION TODO 14: run the query in the background and answer 202 at once
     task = tasks.submit(lambda: agent.process_query(body.model_copy(update={"stream": False})))
     return TaskAccepted(task_id=task.task_id, status_url=f"{settings.api_prefix}/tasks/{task.task_id}")
+    # END SOLUTION
 
 
 @router.get("/tasks/{task_id}", response_model=TaskStatus, responses=_NOT_FOUND)

@@ -1,0 +1,32 @@
+"""What routes receive through Depends: the settings and the services that lifespan created."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .agent_service import AgentService
+from .config import Settings
+from .tasks import TaskManager
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the application was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_agent_service(request: Request) -> AgentService:
+    """The application's agent service (created by lifespan)."""
+    service: AgentService = request.app.state.agent_service
+    return service
+
+
+def get_task_manager(request: Request) -> TaskManager:
+    """The application's background task manager (created by lifespan)."""
+    tasks: TaskManager = request.app.state.task_manager
+    return tasks
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+AgentDep = Annotated[AgentService, Depends(get_agent_service)]
+TasksDep = Annotated[TaskManager, Depends(get_task_manager)]

@@ -1,0 +1,102 @@
+"""The agent's endpoints: queries (JSON or streamed), sessions and background tasks."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent, format_sse_event
+
+from ..dependencies import AgentDep, SettingsDep, TasksDep
+from ..models import (
+    SESSION_ID_PATTERN,
+    ErrorResponse,
+    QueryRequest,
+    QueryResponse,
+    SessionDeleted,
+    SessionInfo,
+    SessionList,
+    StreamChunk,
+    TaskAccepted,
+    TaskStatus,
+)
+
+router = APIRouter(tags=["agent"])
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id.")]
+_SSE_DESCRIPTION = (
+    "A `text/event-stream` of StreamChunk events: `start`, then `token` and `step` events, then exactly "
+    "one `done` (the full answer) or `error`. Each event is `event: <type>` and `data: <StreamChunk JSON>`."
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        422: "The request is not valid.",
+        429: "Too many requests; see Retry-After.",
+        502: "The LLM provider failed.",
+        504: "The agent did not answer in time.",
+    }.items()
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such resource."}}
+
+
+def _sse(chunk: StreamChunk) -> ServerSentEvent:
+    return ServerSentEvent(event=chunk.type, raw_data=chunk.model_dump_json())
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"}},
+)
+async def query(body: QueryRequest, agent: AgentDep) -> Any:
+    """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream."""
+    # TODO 7: answer POST /query as JSON, or as the stream when asked
+    raise NotImplementedError("TODO 7: answer POST /query as JSON, or as the stream when asked")
+
+
+async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield format_sse_event(event=chunk.type, data_str=chunk.model_dump_json())
+
+
+@router.post(
+    "/query/stream",
+    response_class=EventSourceResponse,
+    responses={**_ERRORS, 200: {"description": _SSE_DESCRIPTION}},
+)
+async def query_stream(body: QueryRequest, agent: AgentDep) -> AsyncIterator[ServerSentEvent]:
+    """Stream the agent's answer token by token as Server-Sent Events; disconnecting stops the run."""
+    async for chunk in agent.stream_query(body):
+        yield _sse(chunk)
+
+
+@router.get("/session/{session_id}", response_model=SessionInfo, responses=_NOT_FOUND)
+async def get_session(session_id: SessionId, agent: AgentDep) -> SessionInfo:
+    """A session with its messages."""
+    return await agent.get_session_info(session_id)
+
+
+@router.delete("/session/{session_id}", response_model=SessionDeleted, responses=_NOT_FOUND)
+async def delete_session(session_id: SessionId, agent: AgentDep) -> SessionDeleted:
+    """Delete a session and its conversation."""
+    await agent.clear_session(session_id)
+    return SessionDeleted(session_id=session_id)
+
+
+@router.get("/sessions", response_model=SessionList)
+async def list_sessions(agent: AgentDep) -> SessionList:
+    """Every session, the most recently active first."""
+    sessions = agent.list_sessions()
+    return SessionList(sessions=sessions, count=len(sessions))
+
+
+@router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=_ERRORS)
+async def create_task(body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep) -> TaskAccepted:
+    """Run a query in the background; poll the returned status_url for its answer."""
+    # TODO 14: run the query in the background and answer 202 at once
+    raise NotImplementedError("TODO 14: run the query in the background and answer 202 at once")
+
+
+@router.get("/tasks/{task_id}", response_model=TaskStatus, responses=_NOT_FOUND)
+async def get_task(task_id: Annotated[str, Path(max_length=64)], tasks: TasksDep) -> TaskStatus:
+    """A background task's status and, once completed, its answer."""
+    return tasks.get(task_id)
