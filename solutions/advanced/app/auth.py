@@ -46,7 +46,7 @@ class TokenVerifier:
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._cache_size = cache_size
 
-    def issue(self, username: str) -> tuple[str, int]:
+    def create_access_token(self, username: str) -> tuple[str, int]:
         """A signed token for the user and its lifetime in seconds."""
         now = datetime.now(UTC)
         claims = {
@@ -118,7 +118,7 @@ class AuthService:
             row = await db.get(UserRow, username)
         return None if row is None else User(row.username, row.full_name, row.disabled)
 
-    async def authenticate(self, username: str, password: str) -> User | None:
+    async def authenticate_user(self, username: str, password: str) -> User | None:
         """The user if the password is theirs; None otherwise, in about the same time either way."""
         async with self.sessions() as db:
             row = await db.get(UserRow, username)

@@ -66,7 +66,7 @@ class Metrics:
         self.cache_misses = Counter("cache_misses", "Answers the cache did not have.", registry=r)
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    def track_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+    def track_request_metrics(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         """Count one request and observe its latency (children cached: labels() takes a lock each call)."""
         key = (method, endpoint, status)
         children = self._request_children.get(key)
@@ -84,7 +84,7 @@ class Metrics:
         self.agent_executions.labels(status).inc()
         self.agent_duration.observe(seconds)
 
-    def exposition(self) -> tuple[bytes, str]:
+    def get_metrics(self) -> tuple[bytes, str]:
         """The text exposition of every worker's metrics (multiprocess) or this process's."""
         if multiprocess_dir():
             registry = CollectorRegistry()
@@ -150,4 +150,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_watch)
         finally:
             endpoint = self.templates.template(scope)
-            self.metrics.track_request(scope["method"], endpoint, status, time.perf_counter() - started)
+            self.metrics.track_request_metrics(scope["method"], endpoint, status, time.perf_counter() - started)

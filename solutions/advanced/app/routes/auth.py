@@ -20,10 +20,10 @@ async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: Aut
     if len(form.password.encode()) > MAX_PASSWORD_BYTES:
         error = {"loc": ("body", "password"), "msg": f"longer than {MAX_PASSWORD_BYTES} bytes", "type": "value_error"}
         raise RequestValidationError([error])
-    user = await auth.authenticate(form.username, form.password)
+    user = await auth.authenticate_user(form.username, form.password)
     if user is None:
         raise UnauthorizedError("Incorrect username or password")
-    token, lifetime = auth.tokens.issue(user.username)
+    token, lifetime = auth.tokens.create_access_token(user.username)
     return Token(access_token=token, expires_in=lifetime)
 
 

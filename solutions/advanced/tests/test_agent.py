@@ -1,0 +1,98 @@
+"""The advanced agent service: whole turns under failure, turns that take turns, the step bound, ownership."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from langchain_core.messages import BaseMessage
+
+from app.agent import OfflineChatModel
+from app.agent_service import AgentService
+from app.auth import User
+from app.exceptions import SessionNotFoundError, UpstreamError
+from app.models import QueryRequest
+
+DEMO = User("demo", "Demo User", disabled=False)
+ALICE = User("alice", "Alice Example", disabled=False)
+
+
+class FailingWriter(OfflineChatModel):
+    """Fails like an unreachable provider on the writer's call (the one without tools)."""
+
+    async def _astream(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if not kwargs.get("tools"):
+            raise httpx.ConnectError("connection refused")
+        async for chunk in super()._astream(messages, *args, **kwargs):
+            yield chunk
+
+
+def _service(client: TestClient) -> AgentService:
+    service: AgentService = client.app.state.agent_service  # type: ignore[attr-defined]
+    return service
+
+
+def _run(client: TestClient, coroutine: Any) -> Any:
+    return client.portal.call(lambda: coroutine)  # type: ignore[union-attr]
+
+
+def test_upstream_failure_keeps_the_session_whole(client: TestClient) -> None:
+    """A provider failure mid-turn raises UpstreamError, counts an error run, and leaves only whole turns."""
+    service = _service(client)
+    _run(client, service.process_query(QueryRequest(query="hello", session_id="s1"), DEMO))
+    failing = AgentService(
+        service.settings,
+        checkpointer=service.checkpointer,
+        sessions=service.sessions,
+        cache=service.cache,
+        metrics=service.metrics,
+        model=FailingWriter(),
+    )
+    with pytest.raises(UpstreamError):
+        _run(client, failing.process_query(QueryRequest(query="What is 1 + 1?", session_id="s1"), DEMO))
+    info = _run(client, service.get_session_info("s1", DEMO))
+    assert [m.role for m in info.messages] == ["user", "assistant"]
+    assert info.message_count == 2
+    text = client.get("/api/v1/metrics").text
+    assert 'agent_executions_total{status="error"} 1.0' in text
+
+
+def test_concurrent_turns_on_one_session_lose_no_message(client: TestClient) -> None:
+    """Eight concurrent questions to one session: sixteen messages, each question once."""
+    service = _service(client)
+    questions = [f"What is {n} * 3?" for n in range(8)]
+
+    async def ask_all() -> None:
+        await asyncio.gather(
+            *(service.process_query(QueryRequest(query=q, session_id="shared"), DEMO) for q in questions)
+        )
+
+    client.portal.call(ask_all)  # type: ignore[union-attr]
+    info = _run(client, service.get_session_info("shared", DEMO))
+    assert info.message_count == 16
+    assert sorted(m.content for m in info.messages if m.role == "user") == sorted(questions)
+
+
+def test_step_bound_answers_and_is_not_cached_as_a_full_answer(client: TestClient) -> None:
+    """max_iterations=1 ends with the documented answer; the bound is part of the cache key."""
+    service = _service(client)
+    short, status = _run(client, service.process_query(QueryRequest(query="What is 9 * 9?", max_iterations=1), DEMO))
+    full, full_status = _run(client, service.process_query(QueryRequest(query="What is 9 * 9?"), DEMO))
+    assert short.metadata["stop_reason"] == "max_iterations"
+    assert (status, full_status) == ("MISS", "MISS")
+    assert full.response == "9 * 9 = 81."
+
+
+def test_another_users_session_is_not_found(client: TestClient) -> None:
+    """Alice cannot read, delete or continue demo's session."""
+    service = _service(client)
+    _run(client, service.process_query(QueryRequest(query="hi", session_id="mine"), DEMO))
+    for call in (
+        service.get_session_info("mine", ALICE),
+        service.clear_session("mine", ALICE),
+        service.process_query(QueryRequest(query="hi", session_id="mine"), ALICE),
+    ):
+        with pytest.raises(SessionNotFoundError):
+            _run(client, call)
