@@ -84,7 +84,7 @@ LABS = (
     Lab("advanced", "solutions/advanced", "advanced_lab"),
 )
 # The labs generated and checked when none is named; add "advanced" once its solution carries markers.
-DEFAULT_LABS = ("medium",)
+DEFAULT_LABS = ("medium", "advanced")
 # Top-level entries of a solution that its starter does not get: its own lab sheet, and its tests.
 SOLUTION_ONLY = frozenset({"README.md", "tests"})
 # Top-level entries of a starter that are its own (the student's lab sheet): generation never touches them.

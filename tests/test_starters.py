@@ -266,7 +266,7 @@ def test_a_lab_without_any_region_is_refused(tmp_path: Path, capsys: pytest.Capt
 
 def test_list_prints_each_todo_in_order_with_its_place(capsys: pytest.CaptureFixture[str]) -> None:
     """--list prints `TODO n: title (file:line)` for each TODO, in number order."""
-    assert starters.main(["--list"]) == 0
+    assert starters.main(["--list", "--lab", "medium"]) == 0
     lines = capsys.readouterr().out.splitlines()
     expected = [f"{todo} (solutions/medium/{todo.path}:{todo.line})" for todo in starters.todos(MEDIUM_SOLUTION)]
     assert lines == expected
@@ -290,7 +290,7 @@ def test_check_detects_a_hand_edit_and_generation_repairs_it(
 ) -> None:
     """--check exits 1 with a diff on an edited, added or removed file; generating restores the starter."""
     root = _copy_lab(tmp_path)
-    check = ["--check", "--root", str(root)]
+    check = ["--check", "--root", str(root), "--lab", "medium"]
     assert starters.main(check) == 0
     starter = root / "medium_lab"
     models = starter / "app" / "models.py"
@@ -314,7 +314,7 @@ def test_check_detects_a_hand_edit_and_generation_repairs_it(
     assert "README.md" not in captured.out and "__pycache__" not in captured.out
     assert "nox -s starters" in captured.err
 
-    assert starters.main(["--root", str(root)]) == 0
+    assert starters.main(["--root", str(root), "--lab", "medium"]) == 0
     assert starters.main(check) == 0
     assert not (starter / "app" / "extra.py").exists()
     assert not (starter / "app" / "stale").exists(), "a directory left empty is removed"

@@ -75,17 +75,10 @@ class AgentService:
         """The answer, from the cache when an identical question met an identical context, else from a run."""
         request = await self.prepare(request, user)
         session_id = cast(str, request.session_id)
+        # BEGIN SOLUTION TODO 8: answer from the cache on a hit (without running the agent), else run and store
         if not self.settings.cache_enabled:
             return await self._answer(request, user, cached=False), "BYPASS"
-        history = [message.text for message in await self._conversation(session_id)]
-        key = response_cache_key(
-            self.cache,
-            query=request.query,
-            max_iterations=request.max_iterations,
-            provider=self.provider,
-            model=self.model_name,
-            history=history,
-        )
+        key = await self._cache_key(request, session_id)
         hit = await self.cache.get(key)
         if hit is not None:
             self.metrics.cache_hits.inc()
@@ -94,6 +87,21 @@ class AgentService:
         answer = await self._answer(request, user, cached=False)
         await self.cache.set(key, answer.model_dump(mode="json"), ttl=self.settings.cache_ttl)
         return answer, "MISS"
+        # BEGIN STARTER
+        # return await self._answer(request, user, cached=False), "BYPASS"
+        # END STARTER
+        # END SOLUTION
+
+    async def _cache_key(self, request: QueryRequest, session_id: str) -> str:
+        history = [message.text for message in await self._conversation(session_id)]
+        return response_cache_key(
+            self.cache,
+            query=request.query,
+            max_iterations=request.max_iterations,
+            provider=self.provider,
+            model=self.model_name,
+            history=history,
+        )
 
     async def stream_query(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
         """Stream a prepared request's run: start, tokens and steps, then exactly one done or error chunk."""
@@ -141,8 +149,14 @@ class AgentService:
 
     async def _owned(self, session_id: str, user: User) -> SessionRecord:
         record = await self.sessions.get(session_id)
+        # BEGIN SOLUTION TODO 13: answer 404 for another user's session
         if record is None or record.owner != user.username:
             raise SessionNotFoundError(session_id)
+        # BEGIN STARTER
+        # if record is None:
+        #     raise SessionNotFoundError(session_id)
+        # END STARTER
+        # END SOLUTION
         return record
 
     async def _conversation(self, session_id: str) -> list[BaseMessage]:

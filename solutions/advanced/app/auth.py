@@ -48,6 +48,7 @@ class TokenVerifier:
 
     def create_access_token(self, username: str) -> tuple[str, int]:
         """A signed token for the user and its lifetime in seconds."""
+        # BEGIN SOLUTION TODO 10: sign an access token for the user with SECRET_KEY and ALGORITHM
         now = datetime.now(UTC)
         claims = {
             "sub": username,
@@ -57,6 +58,7 @@ class TokenVerifier:
             "type": "access",
         }
         return jwt.encode(claims, self._key, algorithm=self._algorithm), self._lifetime
+        # END SOLUTION
 
     def verify(self, token: str) -> str:
         """The username a valid token was issued to; UnauthorizedError for anything else.
@@ -64,6 +66,7 @@ class TokenVerifier:
         A verified token is remembered until it expires (bounded), so a client sending the same token on
         every request costs one signature check, not one per request.
         """
+        # BEGIN SOLUTION TODO 11: verify the token: signature, algorithm, expiry and subject (401 otherwise)
         cached = self._cache.get(token)
         if cached is not None and cached[1] > time.time():
             self._cache.move_to_end(token)
@@ -82,6 +85,10 @@ class TokenVerifier:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return username
+        # BEGIN STARTER
+        # raise UnauthorizedError("TODO 11: verify the token")
+        # END STARTER
+        # END SOLUTION
 
 
 class AuthService:
@@ -120,6 +127,7 @@ class AuthService:
 
     async def authenticate_user(self, username: str, password: str) -> User | None:
         """The user if the password is theirs; None otherwise, in about the same time either way."""
+        # BEGIN SOLUTION TODO 9: check the password against the bcrypt hash (a dummy hash for unknown users)
         async with self.sessions() as db:
             row = await db.get(UserRow, username)
         hashed = row.hashed_password if row is not None else self._dummy_hash
@@ -127,6 +135,10 @@ class AuthService:
         if row is None or not valid:
             return None
         return User(row.username, row.full_name, row.disabled)
+        # BEGIN STARTER
+        # return None
+        # END STARTER
+        # END SOLUTION
 
 
 def get_auth_service(request: Request) -> AuthService:
@@ -153,8 +165,12 @@ async def get_current_user(
 
 async def get_current_active_user(user: Annotated[User, Depends(get_current_user)]) -> User:
     """The current user, if their account is active; 403 otherwise."""
+    # BEGIN SOLUTION TODO 12: refuse inactive users with 403
     if user.disabled:
         raise ForbiddenError("This account is disabled")
+    # BEGIN STARTER
+    # END STARTER
+    # END SOLUTION
     return user
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 @asynccontextmanager
 async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """A checkpointer on the same database as the rest of the app (SQLite or PostgreSQL), ready to use."""
+    # BEGIN SOLUTION TODO 24: keep the checkpoints in the database (SQLite or PostgreSQL), so sessions survive restarts
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -37,3 +38,9 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
             yield postgres_saver
         return
     raise ValueError(f"DATABASE_URL {url.render_as_string()} is neither SQLite nor PostgreSQL")
+    # BEGIN STARTER
+    # from langgraph.checkpoint.memory import InMemorySaver
+    #
+    # yield InMemorySaver()  # in this process only: lost at every restart
+    # END STARTER
+    # END SOLUTION

@@ -103,8 +103,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> "Settings":
+        # BEGIN SOLUTION TODO 1: refuse to start in production with the default SECRET_KEY
         if self.environment == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
             raise ValueError("SECRET_KEY must be set to a secret of your own when ENVIRONMENT=production")
+        # BEGIN STARTER
+        # END STARTER
+        # END SOLUTION
         return self
 
     @property

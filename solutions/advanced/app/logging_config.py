@@ -33,10 +33,14 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     """Add the current OpenTelemetry trace and span ids, so a log line leads to its trace."""
     from opentelemetry import trace
 
+    # BEGIN SOLUTION TODO 27: add the current trace and span ids to every log line
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event_dict["trace_id"] = format(context.trace_id, "032x")
         event_dict["span_id"] = format(context.span_id, "016x")
+    # BEGIN STARTER
+    # END STARTER
+    # END SOLUTION
     return event_dict
 
 
@@ -54,13 +58,23 @@ def configure_logging(settings: Settings) -> None:
     if settings.tracing_enabled:
         shared.append(add_trace_ids)
     shared += [redact_secrets, structlog.processors.format_exc_info]
-    renderer: Processor
-    if settings.log_format == "json":
-        renderer = structlog.processors.JSONRenderer(serializer=_serialise)
-        logger_factory: Any = structlog.BytesLoggerFactory(cast(BinaryIO, _Stdout(binary=True)))
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
-        logger_factory = structlog.PrintLoggerFactory(cast(TextIO, _Stdout(binary=False)))
+    # BEGIN SOLUTION TODO 2: render one JSON object per line unless LOG_FORMAT=console
+    json_lines = settings.log_format == "json"
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(serializer=_serialise)
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    # BEGIN STARTER
+    # json_lines = False
+    # renderer: Processor = structlog.dev.ConsoleRenderer(colors=False)
+    # END STARTER
+    # END SOLUTION
+    logger_factory: Any = (
+        structlog.BytesLoggerFactory(cast(BinaryIO, _Stdout(binary=True)))
+        if json_lines
+        else structlog.PrintLoggerFactory(cast(TextIO, _Stdout(binary=False)))
+    )
     level = logging.getLevelNamesMapping()[settings.log_level]
     structlog.configure(
         processors=[*shared, renderer],

@@ -36,8 +36,12 @@ class RequestContextMiddleware:
         request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        # BEGIN SOLUTION TODO 3: start each request with a clean log context that carries its request id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        # BEGIN STARTER
+        # END STARTER
+        # END SOLUTION
         started = time.perf_counter()
         status = 500
 
@@ -51,6 +55,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            # BEGIN SOLUTION TODO 4: one access line per request: method, path, status, duration, client, user
             client = scope.get("client")
             fields = {
                 "method": scope["method"],
@@ -62,6 +67,10 @@ class RequestContextMiddleware:
             if "user" in state:
                 fields["user"] = state["user"]
             access_logger.info("request", **fields)
+            # BEGIN STARTER
+            # access_logger.info("request")
+            # END STARTER
+            # END SOLUTION
 
 
 class BodySizeLimitMiddleware:
@@ -123,6 +132,7 @@ class RateLimitMiddleware:
         self.exempt_paths = frozenset(exempt_paths)
 
     def _client_key(self, scope: Scope) -> str:
+        # BEGIN SOLUTION TODO 17: count logged-in clients by user (from a valid token), the others by address
         authorization = Headers(scope=scope).get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token:
@@ -133,6 +143,9 @@ class RateLimitMiddleware:
             else:
                 scope.setdefault("state", {})["user"] = user
                 return f"user:{user}"
+        # BEGIN STARTER
+        # END STARTER
+        # END SOLUTION
         client = scope.get("client")
         return f"ip:{client[0] if client else 'unknown'}"
 
@@ -147,6 +160,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = decision.headers()
+        # BEGIN SOLUTION TODO 18: refuse with 429 rate_limited, the headers and Retry-After
         if not decision.allowed:
             detail = (
                 f"Rate limit of {decision.limit} requests per {self.limiter.window} s exceeded; "
@@ -154,6 +168,9 @@ class RateLimitMiddleware:
             )
             await _send_error(scope, send, 429, "rate_limited", detail, headers)
             return
+        # BEGIN STARTER
+        # END STARTER
+        # END SOLUTION
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -81,8 +81,12 @@ class Metrics:
 
     def track_agent_run(self, status: str, seconds: float) -> None:
         """Count one agent run by outcome (success, error, timeout) and observe its duration."""
+        # BEGIN SOLUTION TODO 21: count the run by outcome and observe its duration
         self.agent_executions.labels(status).inc()
         self.agent_duration.observe(seconds)
+        # BEGIN STARTER
+        # END STARTER
+        # END SOLUTION
 
     def get_metrics(self) -> tuple[bytes, str]:
         """The text exposition of every worker's metrics (multiprocess) or this process's."""
@@ -118,11 +122,16 @@ class RouteTemplates:
         template its path would have matched."""
         if self._by_route is None:
             self._by_route = self._build()
+        # BEGIN SOLUTION TODO 20: label with the route template, never the raw path
         route = scope.get("route")
         if route is not None and id(route) in self._by_route:
             return self._by_route[id(route)]
         path = scope.get("path", "")
         return next((template for pattern, template in self._patterns if pattern.match(path)), UNMATCHED)
+        # BEGIN STARTER
+        # return str(scope.get("path", UNMATCHED))
+        # END STARTER
+        # END SOLUTION
 
 
 class MetricsMiddleware:

@@ -109,7 +109,12 @@ class SessionStore:
 
     async def list(self, owner: str) -> list[SessionRecord]:
         """The owner's sessions, the most recently active first."""
+        # BEGIN SOLUTION TODO 15: list only the caller's own sessions
         query = select(SessionRow).where(SessionRow.owner == owner).order_by(SessionRow.updated_at.desc())
+        # BEGIN STARTER
+        # query = select(SessionRow).order_by(SessionRow.updated_at.desc())
+        # END STARTER
+        # END SOLUTION
         async with self._db() as db:
             return [_record(row) for row in (await db.scalars(query)).all()]
 

@@ -41,8 +41,14 @@ class TaskManager:
         """The owner's task, or TaskNotFoundError (also for another user's task)."""
         async with self._db() as db:
             row = await db.get(TaskRow, task_id)
+        # BEGIN SOLUTION TODO 14: answer 404 for another user's task
         if row is None or row.owner != owner:
             raise TaskNotFoundError(task_id)
+        # BEGIN STARTER
+        # if row is None:
+        #     raise TaskNotFoundError(task_id)
+        # END STARTER
+        # END SOLUTION
         result = QueryResponse.model_validate(row.result) if row.result else None
         return TaskStatus(task_id=row.task_id, status=row.status, result=result, error=row.error)
 

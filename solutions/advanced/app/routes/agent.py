@@ -10,7 +10,6 @@ from ..auth import CurrentUser
 from ..dependencies import AgentDep, SettingsDep, TasksDep
 from ..models import (
     SESSION_ID_PATTERN,
-    ErrorResponse,
     QueryRequest,
     QueryResponse,
     SessionDeleted,
@@ -20,6 +19,7 @@ from ..models import (
     TaskAccepted,
     TaskStatus,
 )
+from . import error_responses
 
 router = APIRouter(tags=["agent"])
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id.")]
@@ -27,21 +27,10 @@ _SSE_DESCRIPTION = (
     "A `text/event-stream` of StreamChunk events: `start`, then `token` and `step` events, then exactly "
     "one `done` (the full answer) or `error`. Each event is `event: <type>` and `data: <StreamChunk JSON>`."
 )
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        401: "Not authenticated (a missing, invalid or expired token).",
-        403: "The account is disabled.",
-        422: "The request is not valid.",
-        429: "Too many requests; see Retry-After.",
-        502: "The LLM provider failed.",
-        504: "The agent did not answer in time.",
-    }.items()
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No such resource (or not yours)."},
-    401: {"model": ErrorResponse, "description": "Not authenticated."},
-}
+# The statuses each kind of route can answer besides its own: any user route, a body, an agent run.
+_USER = (401, 403, 429)
+_BODY = (400, 413, 422)
+_RUN = (404, 502, 504)
 
 
 async def prepared_query(body: QueryRequest, agent: AgentDep, user: CurrentUser) -> QueryRequest:
@@ -56,7 +45,10 @@ def _sse(chunk: StreamChunk) -> ServerSentEvent:
 @router.post(
     "/query",
     response_model=QueryResponse,
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"}},
+    responses={
+        **error_responses(*_USER, *_BODY, *_RUN),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+    },
 )
 async def query(body: QueryRequest, agent: AgentDep, user: CurrentUser, response: Response) -> Any:
     """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream.
@@ -80,7 +72,7 @@ async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
 @router.post(
     "/query/stream",
     response_class=EventSourceResponse,
-    responses={**_ERRORS, 200: {"description": _SSE_DESCRIPTION}},
+    responses={**error_responses(*_USER, *_BODY, *_RUN, json_beside_sse=True), 200: {"description": _SSE_DESCRIPTION}},
 )
 async def query_stream(
     body: Annotated[QueryRequest, Depends(prepared_query)], agent: AgentDep, user: CurrentUser
@@ -90,27 +82,32 @@ async def query_stream(
         yield _sse(chunk)
 
 
-@router.get("/session/{session_id}", response_model=SessionInfo, responses=_NOT_FOUND)
+@router.get("/session/{session_id}", response_model=SessionInfo, responses=error_responses(*_USER, 404, 422))
 async def get_session(session_id: SessionId, agent: AgentDep, user: CurrentUser) -> SessionInfo:
     """One of your sessions with its messages."""
     return await agent.get_session_info(session_id, user)
 
 
-@router.delete("/session/{session_id}", response_model=SessionDeleted, responses=_NOT_FOUND)
+@router.delete("/session/{session_id}", response_model=SessionDeleted, responses=error_responses(*_USER, 404, 422))
 async def delete_session(session_id: SessionId, agent: AgentDep, user: CurrentUser) -> SessionDeleted:
     """Delete one of your sessions and its conversation."""
     await agent.clear_session(session_id, user)
     return SessionDeleted(session_id=session_id)
 
 
-@router.get("/sessions", response_model=SessionList)
+@router.get("/sessions", response_model=SessionList, responses=error_responses(*_USER))
 async def list_sessions(agent: AgentDep, user: CurrentUser) -> SessionList:
     """Your sessions, the most recently active first."""
     sessions = await agent.list_sessions(user)
     return SessionList(sessions=sessions, count=len(sessions))
 
 
-@router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=_ERRORS)
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    responses=error_responses(*_USER, *_BODY),
+)
 async def create_task(
     body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep, user: CurrentUser
 ) -> TaskAccepted:
@@ -124,7 +121,7 @@ async def create_task(
     return TaskAccepted(task_id=task.task_id, status_url=f"{settings.api_prefix}/tasks/{task.task_id}")
 
 
-@router.get("/tasks/{task_id}", response_model=TaskStatus, responses=_NOT_FOUND)
+@router.get("/tasks/{task_id}", response_model=TaskStatus, responses=error_responses(*_USER, 404, 422))
 async def get_task(task_id: Annotated[str, Path(max_length=64)], tasks: TasksDep, user: CurrentUser) -> TaskStatus:
     """One of your background tasks: its status and, once completed, its answer."""
     return await tasks.get(task_id, owner=user.username)

@@ -1,6 +1,6 @@
 """Log in with a username and password (an OAuth2 password form, so /docs can Authorize) and see who you are."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.exceptions import RequestValidationError
@@ -8,13 +8,13 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from ..auth import MAX_PASSWORD_BYTES, AuthDep, CurrentUser
 from ..exceptions import UnauthorizedError
-from ..models import ErrorResponse, Token, UserInfo
+from ..models import Token, UserInfo
+from . import error_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "Not authenticated."}}
 
 
-@router.post("/login", response_model=Token, responses={**_UNAUTHORIZED, 422: {"model": ErrorResponse}})
+@router.post("/login", response_model=Token, responses=error_responses(400, 401, 413, 422, 429))
 async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: AuthDep) -> Token:
     """Exchange a username and password for a bearer token; a wrong password and an unknown user look alike."""
     if len(form.password.encode()) > MAX_PASSWORD_BYTES:
@@ -27,7 +27,7 @@ async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: Aut
     return Token(access_token=token, expires_in=lifetime)
 
 
-@router.get("/me", response_model=UserInfo, responses={**_UNAUTHORIZED, 403: {"model": ErrorResponse}})
+@router.get("/me", response_model=UserInfo, responses=error_responses(401, 403, 429))
 async def me(user: CurrentUser) -> UserInfo:
     """The user the token belongs to."""
     return UserInfo(username=user.username, full_name=user.full_name, disabled=user.disabled)

@@ -26,16 +26,26 @@ _SSE_DESCRIPTION = (
     "A `text/event-stream` of StreamChunk events: `start`, then `token` and `step` events, then exactly "
     "one `done` (the full answer) or `error`. Each event is `event: <type>` and `data: <StreamChunk JSON>`."
 )
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        422: "The request is not valid.",
-        429: "Too many requests; see Retry-After.",
-        502: "The LLM provider failed.",
-        504: "The agent did not answer in time.",
-    }.items()
+_ERROR_TEXTS = {
+    400: "The body could not be read (it is not UTF-8).",
+    404: "No such resource.",
+    422: "The request is not valid.",
+    429: "Too many requests; see Retry-After.",
+    502: "The LLM provider failed.",
+    504: "The agent did not answer in time.",
 }
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such resource."}}
+# The statuses each kind of route can answer besides its own: any route (the rate limit), a body, an agent run.
+_ANY = (429,)
+_BODY = (400, 422)
+_RUN = (502, 504)
+
+
+def _errors(*codes: int, json_beside_sse: bool = False) -> dict[int | str, dict[str, Any]]:
+    """An ErrorResponse documented for each status a route can answer."""
+    if json_beside_sse:  # the route's media type is text/event-stream, but its errors are JSON all the same
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        return {code: {"description": _ERROR_TEXTS[code], "content": content} for code in sorted(codes)}
+    return {code: {"model": ErrorResponse, "description": _ERROR_TEXTS[code]} for code in sorted(codes)}
 
 
 def _sse(chunk: StreamChunk) -> ServerSentEvent:
@@ -45,7 +55,10 @@ def _sse(chunk: StreamChunk) -> ServerSentEvent:
 @router.post(
     "/query",
     response_model=QueryResponse,
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"}},
+    responses={
+        **_errors(*_ANY, *_BODY, *_RUN),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+    },
 )
 async def query(body: QueryRequest, agent: AgentDep) -> Any:
     """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream."""
@@ -66,7 +79,7 @@ async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
 @router.post(
     "/query/stream",
     response_class=EventSourceResponse,
-    responses={**_ERRORS, 200: {"description": _SSE_DESCRIPTION}},
+    responses={**_errors(*_ANY, *_BODY, *_RUN, json_beside_sse=True), 200: {"description": _SSE_DESCRIPTION}},
 )
 async def query_stream(body: QueryRequest, agent: AgentDep) -> AsyncIterator[ServerSentEvent]:
     """Stream the agent's answer token by token as Server-Sent Events; disconnecting stops the run."""
@@ -74,27 +87,29 @@ async def query_stream(body: QueryRequest, agent: AgentDep) -> AsyncIterator[Ser
         yield _sse(chunk)
 
 
-@router.get("/session/{session_id}", response_model=SessionInfo, responses=_NOT_FOUND)
+@router.get("/session/{session_id}", response_model=SessionInfo, responses=_errors(*_ANY, 404, 422))
 async def get_session(session_id: SessionId, agent: AgentDep) -> SessionInfo:
     """A session with its messages."""
     return await agent.get_session_info(session_id)
 
 
-@router.delete("/session/{session_id}", response_model=SessionDeleted, responses=_NOT_FOUND)
+@router.delete("/session/{session_id}", response_model=SessionDeleted, responses=_errors(*_ANY, 404, 422))
 async def delete_session(session_id: SessionId, agent: AgentDep) -> SessionDeleted:
     """Delete a session and its conversation."""
     await agent.clear_session(session_id)
     return SessionDeleted(session_id=session_id)
 
 
-@router.get("/sessions", response_model=SessionList)
+@router.get("/sessions", response_model=SessionList, responses=_errors(*_ANY))
 async def list_sessions(agent: AgentDep) -> SessionList:
     """Every session, the most recently active first."""
     sessions = agent.list_sessions()
     return SessionList(sessions=sessions, count=len(sessions))
 
 
-@router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=_ERRORS)
+@router.post(
+    "/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=_errors(*_ANY, *_BODY)
+)
 async def create_task(body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep) -> TaskAccepted:
     """Run a query in the background; poll the returned status_url for its answer."""
     # BEGIN SOLUTION TODO 14: run the query in the background and answer 202 at once
@@ -103,7 +118,7 @@ async def create_task(body: QueryRequest, agent: AgentDep, tasks: TasksDep, sett
     # END SOLUTION
 
 
-@router.get("/tasks/{task_id}", response_model=TaskStatus, responses=_NOT_FOUND)
+@router.get("/tasks/{task_id}", response_model=TaskStatus, responses=_errors(*_ANY, 404, 422))
 async def get_task(task_id: Annotated[str, Path(max_length=64)], tasks: TasksDep) -> TaskStatus:
     """A background task's status and, once completed, its answer."""
     return tasks.get(task_id)

@@ -1,0 +1,249 @@
+"""The agent behind the API: runs the graph for a query, streams it, caches answers and manages sessions."""
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any, Literal, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from opentelemetry import trace
+
+from .agent import build_agent_graph, create_chat_model, default_tools, model_name
+from .agent_runs import ANSWER_NODE, AgentRunner, Run, thread
+from .auth import User
+from .cache import CacheService, response_cache_key
+from .config import Settings
+from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError
+from .logging_config import get_logger
+from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, SessionSummary, StreamChunk
+from .monitoring import Metrics
+from .sessions import SessionRecord, SessionStore
+
+logger = get_logger(__name__)
+CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+
+
+class AgentService:
+    """Owns the chat model and the compiled graph; sessions and answers live in the database and Redis."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        checkpointer: BaseCheckpointSaver[Any],
+        sessions: SessionStore,
+        cache: CacheService,
+        metrics: Metrics,
+        tracer: trace.Tracer | None = None,
+        model: BaseChatModel | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model or create_chat_model(settings.chat_model_options())
+        self.checkpointer = checkpointer
+        self.graph = build_agent_graph(self.model, default_tools(), checkpointer)
+        self.sessions = sessions
+        self.cache = cache
+        self.metrics = metrics
+        self.runner = AgentRunner(
+            self.graph,
+            timeout_seconds=settings.agent_timeout_seconds,
+            provider=settings.llm_provider,
+            tracer=tracer or trace.NoOpTracer(),
+        )
+        self.active_runs = 0
+
+    @property
+    def provider(self) -> str:
+        return self.settings.llm_provider
+
+    @property
+    def model_name(self) -> str:
+        return model_name(self.model)
+
+    async def prepare(self, request: QueryRequest, user: User) -> QueryRequest:
+        """The request with its session: a new one, or one of the user's (another user's is not found)."""
+        if request.session_id is None:
+            return request.model_copy(update={"session_id": new_session_id()})
+        await self._check_owner(request.session_id, user)
+        return request
+
+    async def process_query(self, request: QueryRequest, user: User) -> tuple[QueryResponse, CacheStatus]:
+        """The answer, from the cache when an identical question met an identical context, else from a run."""
+        request = await self.prepare(request, user)
+        session_id = cast(str, request.session_id)
+        # TODO 8: answer from the cache on a hit (without running the agent), else run and store
+        return await self._answer(request, user, cached=False), "BYPASS"
+
+    async def _cache_key(self, request: QueryRequest, session_id: str) -> str:
+        history = [message.text for message in await self._conversation(session_id)]
+        return response_cache_key(
+            self.cache,
+            query=request.query,
+            max_iterations=request.max_iterations,
+            provider=self.provider,
+            model=self.model_name,
+            history=history,
+        )
+
+    async def stream_query(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
+        """Stream a prepared request's run: start, tokens and steps, then exactly one done or error chunk."""
+        session_id = cast(str, request.session_id)
+        try:
+            async with contextlib.aclosing(self._run_events(request, user)) as events:
+                async for chunk in events:
+                    yield chunk
+        except AgentRunError as exc:
+            yield StreamChunk(type="error", content=exc.detail, session_id=session_id, metadata={"code": exc.code})
+        except Exception:
+            logger.exception("agent stream failed")
+            yield StreamChunk(
+                type="error",
+                content="The agent failed unexpectedly.",
+                session_id=session_id,
+                metadata={"code": "internal_error"},
+            )
+
+    async def get_session_info(self, session_id: str, user: User) -> SessionInfo:
+        """The user's session with its messages, or SessionNotFoundError (also for another user's)."""
+        record = await self._owned(session_id, user)
+        messages = await self._conversation(session_id)
+        chat = [
+            ChatMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=m.text) for m in messages
+        ]
+        return SessionInfo(**_summary(record).model_dump(), messages=chat)
+
+    async def list_sessions(self, user: User) -> list[SessionSummary]:
+        """The user's sessions, the most recently active first."""
+        return [_summary(record) for record in await self.sessions.list(user.username)]
+
+    async def clear_session(self, session_id: str, user: User) -> None:
+        """Delete the user's session and its checkpoints, or SessionNotFoundError."""
+        await self._owned(session_id, user)
+        async with self.sessions.lock(session_id):
+            await self.checkpointer.adelete_thread(session_id)
+            await self.sessions.delete(session_id)
+        self.metrics.active_sessions.set(await self.sessions.count())
+
+    async def _check_owner(self, session_id: str, user: User) -> None:
+        record = await self.sessions.get(session_id)
+        if record is not None and record.owner != user.username:
+            raise SessionNotFoundError(session_id)
+
+    async def _owned(self, session_id: str, user: User) -> SessionRecord:
+        record = await self.sessions.get(session_id)
+        # TODO 13: answer 404 for another user's session
+        if record is None:
+            raise SessionNotFoundError(session_id)
+        return record
+
+    async def _conversation(self, session_id: str) -> list[BaseMessage]:
+        state = await self.graph.aget_state(thread(session_id))
+        return list(state.values.get("messages", []))
+
+    async def _answer(self, request: QueryRequest, user: User, *, cached: bool) -> QueryResponse:
+        done: StreamChunk | None = None
+        async with contextlib.aclosing(self._run_events(request, user)) as events:
+            async for chunk in events:
+                done = chunk
+        if done is None or done.type != "done":
+            raise AgentRunError("The agent ended without an answer")
+        metadata = {k: v for k, v in done.metadata.items() if k not in {"execution_time", "tokens_used"}}
+        return QueryResponse(
+            response=done.content,
+            session_id=done.session_id,
+            execution_time=done.metadata["execution_time"],
+            tokens_used=done.metadata["tokens_used"],
+            metadata={**metadata, "cached": cached},
+        )
+
+    async def _replay(self, request: QueryRequest, user: User, cached: QueryResponse) -> QueryResponse:
+        """Serve a cached answer without running the agent, recording the turn in the user's session."""
+        started = time.perf_counter()
+        session_id = cast(str, request.session_id)
+        async with self.sessions.lock(session_id):
+            await self._check_owner(session_id, user)
+            turn = [HumanMessage(content=request.query, id=uuid.uuid4().hex), AIMessage(content=cached.response)]
+            await self.graph.aupdate_state(thread(session_id), {"messages": turn}, as_node=ANSWER_NODE)
+            await self._record_turn(session_id, user)
+        return cached.model_copy(
+            update={
+                "session_id": session_id,
+                "execution_time": round(time.perf_counter() - started, 4),
+                "metadata": {**cached.metadata, "cached": True},
+            }
+        )
+
+    async def _record_turn(self, session_id: str, user: User) -> None:
+        await self.sessions.record_turn(session_id, user.username, len(await self._conversation(session_id)))
+        self.metrics.active_sessions.set(await self.sessions.count())
+
+    async def _run_events(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
+        session_id = request.session_id or new_session_id()
+        run = Run(session_id=session_id)
+        question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+        meta = {"provider": self.provider, "model": self.model_name}
+        outcome = "error"
+        self.active_runs += 1
+        try:
+            async with self.sessions.lock(session_id):
+                await self._check_owner(session_id, user)  # again under the lock: it may have been taken meanwhile
+                yield StreamChunk(type="start", session_id=session_id, metadata=meta)
+                try:
+                    async with contextlib.aclosing(self.runner.events(question, request.max_iterations, run)) as events:
+                        async for chunk in events:
+                            yield chunk
+                except AgentTimeoutError:
+                    outcome = "timeout"
+                    await asyncio.shield(self._rollback(session_id, question))
+                    raise
+                except BaseException:
+                    await asyncio.shield(self._rollback(session_id, question))
+                    raise
+                await self._record_turn(session_id, user)
+                outcome = "success"
+        finally:
+            self.active_runs -= 1
+            self.metrics.track_agent_run(outcome, time.perf_counter() - run.started)
+        yield StreamChunk(
+            type="done",
+            content="".join(run.pieces),
+            session_id=session_id,
+            metadata={
+                **meta,
+                "execution_time": round(time.perf_counter() - run.started, 4),
+                "tokens_used": run.tokens_used,
+                "agents": list(dict.fromkeys(step for step in run.steps if step != "tools")),
+                "tools_used": list(dict.fromkeys(run.tools_used)),
+                "steps": len(run.steps),
+                "stop_reason": run.stop_reason,
+            },
+        )
+
+    async def _rollback(self, session_id: str, question: HumanMessage) -> None:
+        """Remove a failed turn from the conversation, so the session holds only whole turns."""
+        conversation = await self._conversation(session_id)
+        ids = [m.id for m in conversation if m.id]
+        if question.id not in ids:
+            return
+        stale = ids[ids.index(question.id) :]
+        await self.graph.aupdate_state(
+            thread(session_id), {"messages": [RemoveMessage(id=message_id) for message_id in stale]}
+        )
+
+
+def new_session_id() -> str:
+    """A fresh session id."""
+    return uuid.uuid4().hex
+
+
+def _summary(record: SessionRecord) -> SessionSummary:
+    return SessionSummary(
+        session_id=record.session_id,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        message_count=record.message_count,
+    )

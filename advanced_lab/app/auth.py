@@ -1,0 +1,132 @@
+"""Authentication: bcrypt password hashes (passlib API), JWT access tokens, and the current-user dependencies."""
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .config import Settings
+from .database import UserRow
+from .exceptions import ForbiddenError, UnauthorizedError
+
+MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; longer passwords are refused rather than truncated
+DEMO_USERS = (
+    ("demo", "Demo User", "demo-password", False),
+    ("alice", "Alice Example", "alice-password", False),
+    ("inactive", "Inactive User", "inactive-password", True),
+)
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is calling."""
+
+    username: str
+    full_name: str
+    disabled: bool
+
+
+class TokenVerifier:
+    """Issues and verifies JWT access tokens with the settings' key and algorithm."""
+
+    def __init__(self, settings: Settings, cache_size: int = 10_000) -> None:
+        self._key = settings.secret_key.get_secret_value()
+        self._algorithm = settings.algorithm
+        self._lifetime = settings.access_token_expire_minutes * 60
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def create_access_token(self, username: str) -> tuple[str, int]:
+        """A signed token for the user and its lifetime in seconds."""
+        # TODO 10: sign an access token for the user with SECRET_KEY and ALGORITHM
+        raise NotImplementedError("TODO 10: sign an access token for the user with SECRET_KEY and ALGORITHM")
+
+    def verify(self, token: str) -> str:
+        """The username a valid token was issued to; UnauthorizedError for anything else.
+
+        A verified token is remembered until it expires (bounded), so a client sending the same token on
+        every request costs one signature check, not one per request.
+        """
+        # TODO 11: verify the token: signature, algorithm, expiry and subject (401 otherwise)
+        raise UnauthorizedError("TODO 11: verify the token")
+
+
+class AuthService:
+    """Verifies passwords and issues tokens; users live in the database."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        verifier: TokenVerifier,
+        bcrypt_rounds: int = 12,
+    ) -> None:
+        self.sessions = sessions
+        self.tokens = verifier
+        self.passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=bcrypt_rounds)
+        # Checked against when the user is unknown, so both failures take a bcrypt verification's time.
+        self._dummy_hash = self.passwords.hash("a password nobody has")
+
+    async def hash_password(self, password: str) -> str:
+        """A bcrypt hash, computed off the event loop (it takes a deliberate fraction of a second)."""
+        return await anyio.to_thread.run_sync(self.passwords.hash, password)
+
+    async def seed_demo_users(self) -> None:
+        """Create the contract's demo users where they are missing."""
+        async with self.sessions.begin() as db:
+            existing = set((await db.scalars(select(UserRow.username))).all())
+            for username, full_name, password, disabled in DEMO_USERS:
+                if username not in existing:
+                    hashed = await self.hash_password(password)
+                    db.add(UserRow(username=username, full_name=full_name, hashed_password=hashed, disabled=disabled))
+
+    async def get_user(self, username: str) -> User | None:
+        """The user with that name, or None."""
+        async with self.sessions() as db:
+            row = await db.get(UserRow, username)
+        return None if row is None else User(row.username, row.full_name, row.disabled)
+
+    async def authenticate_user(self, username: str, password: str) -> User | None:
+        """The user if the password is theirs; None otherwise, in about the same time either way."""
+        # TODO 9: check the password against the bcrypt hash (a dummy hash for unknown users)
+        return None
+
+
+def get_auth_service(request: Request) -> AuthService:
+    """The application's auth service (created by lifespan)."""
+    service: AuthService = request.app.state.auth_service
+    return service
+
+
+AuthDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+async def get_current_user(
+    request: Request, auth: AuthDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """The user the bearer token belongs to; 401 without a valid token or for an unknown user."""
+    if not token:
+        raise UnauthorizedError("Not authenticated")
+    user = await auth.get_user(auth.tokens.verify(token))
+    if user is None:
+        raise UnauthorizedError("Could not validate the token")
+    request.state.user = user.username
+    return user
+
+
+async def get_current_active_user(user: Annotated[User, Depends(get_current_user)]) -> User:
+    """The current user, if their account is active; 403 otherwise."""
+    # TODO 12: refuse inactive users with 403
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_active_user)]

@@ -1,0 +1,96 @@
+"""Redis access: the client factory (real server or embedded fakeredis) and CacheService for JSON values."""
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from .config import Settings
+from .logging_config import get_logger
+
+logger = get_logger(__name__)
+MEMORY_URL = "memory://"
+
+
+def create_redis(settings: Settings) -> redis.Redis:
+    """A Redis client for the settings' URL; `memory://` (or REDIS_ENABLED=false) gives an embedded fakeredis.
+
+    Nothing connects here: a real client connects on its first command.
+    """
+    url = settings.effective_redis_url
+    if url == MEMORY_URL or not settings.redis_enabled:
+        import fakeredis
+
+        client: redis.Redis = fakeredis.FakeAsyncRedis()
+        return client
+    # Short timeouts: a Redis that is down must cost a request milliseconds, not seconds.
+    return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30)
+
+
+class CacheService:
+    """JSON values in Redis with a TTL; every failure is a cache miss and a warning, never an error."""
+
+    def __init__(self, client: redis.Redis, *, default_ttl: int, namespace: str = "agent") -> None:
+        self.client = client
+        self.default_ttl = default_ttl
+        self.namespace = namespace
+
+    def key(self, *parts: str) -> str:
+        """A namespaced key: `agent:part:part`."""
+        return ":".join((self.namespace, *parts))
+
+    async def get(self, key: str) -> Any | None:
+        """The value stored under key, or None when missing, unreadable or Redis is down."""
+        # TODO 5: read a JSON value, treating a Redis failure as a miss
+        return None
+
+    async def set(self, key: str, value: Any, ttl: int | None = None) -> bool:
+        """Store a JSON-serialisable value for ttl seconds (the default TTL if None); False if not stored."""
+        # TODO 6: store a JSON value with a TTL, treating a Redis failure as not stored
+        return False
+
+    async def delete(self, *keys: str) -> int:
+        """Delete keys; how many existed (0 when Redis is down)."""
+        try:
+            return int(await self.client.delete(*keys)) if keys else 0
+        except RedisError as exc:
+            logger.warning("cache unavailable", operation="delete", error=type(exc).__name__)
+            return 0
+
+    async def clear_pattern(self, pattern: str, batch: int = 500) -> int:
+        """Delete every key matching a glob pattern, walking with SCAN (never KEYS, which blocks Redis)."""
+        removed = 0
+        try:
+            keys: list[Any] = []
+            async for key in self.client.scan_iter(match=pattern, count=batch):
+                keys.append(key)
+                if len(keys) >= batch:
+                    removed += int(await self.client.delete(*keys))
+                    keys.clear()
+            if keys:
+                removed += int(await self.client.delete(*keys))
+        except RedisError as exc:
+            logger.warning("cache unavailable", operation="clear_pattern", error=type(exc).__name__)
+        return removed
+
+    async def ping(self) -> float | None:
+        """Round-trip time to Redis in milliseconds, or None when it does not answer."""
+        started = time.perf_counter()
+        try:
+            await self.client.ping()
+        except RedisError:
+            return None
+        return (time.perf_counter() - started) * 1000
+
+
+def response_cache_key(
+    cache: CacheService, *, query: str, max_iterations: int, provider: str, model: str, history: Sequence[str]
+) -> str:
+    """A key covering everything an answer depends on, so a cached answer never ignores context."""
+    # TODO 7: a key covering the normalised query, max_iterations, provider, model and the conversation
+    material = query.encode()
+    return cache.key("response", hashlib.sha256(material).hexdigest())

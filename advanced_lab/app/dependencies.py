@@ -1,0 +1,48 @@
+"""What routes receive through Depends: the settings and the services that lifespan created."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .agent_service import AgentService
+from .cache import CacheService
+from .config import Settings
+from .monitoring import Metrics
+from .tasks import TaskManager
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the application was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_agent_service(request: Request) -> AgentService:
+    """The application's agent service (created by lifespan)."""
+    service: AgentService = request.app.state.agent_service
+    return service
+
+
+def get_task_manager(request: Request) -> TaskManager:
+    """The application's background task manager (created by lifespan)."""
+    tasks: TaskManager = request.app.state.task_manager
+    return tasks
+
+
+def get_cache(request: Request) -> CacheService:
+    """The application's cache service."""
+    cache: CacheService = request.app.state.cache
+    return cache
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The application's metrics."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+AgentDep = Annotated[AgentService, Depends(get_agent_service)]
+TasksDep = Annotated[TaskManager, Depends(get_task_manager)]
+CacheDep = Annotated[CacheService, Depends(get_cache)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

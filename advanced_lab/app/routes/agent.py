@@ -1,0 +1,127 @@
+"""The agent's endpoints: queries (JSON or streamed), sessions and background tasks."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent, format_sse_event
+
+from ..auth import CurrentUser
+from ..dependencies import AgentDep, SettingsDep, TasksDep
+from ..models import (
+    SESSION_ID_PATTERN,
+    QueryRequest,
+    QueryResponse,
+    SessionDeleted,
+    SessionInfo,
+    SessionList,
+    StreamChunk,
+    TaskAccepted,
+    TaskStatus,
+)
+from . import error_responses
+
+router = APIRouter(tags=["agent"])
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id.")]
+_SSE_DESCRIPTION = (
+    "A `text/event-stream` of StreamChunk events: `start`, then `token` and `step` events, then exactly "
+    "one `done` (the full answer) or `error`. Each event is `event: <type>` and `data: <StreamChunk JSON>`."
+)
+# The statuses each kind of route can answer besides its own: any user route, a body, an agent run.
+_USER = (401, 403, 429)
+_BODY = (400, 413, 422)
+_RUN = (404, 502, 504)
+
+
+async def prepared_query(body: QueryRequest, agent: AgentDep, user: CurrentUser) -> QueryRequest:
+    """The query with its session checked before the stream starts, so a 404 is still a 404."""
+    return await agent.prepare(body, user)
+
+
+def _sse(chunk: StreamChunk) -> ServerSentEvent:
+    return ServerSentEvent(event=chunk.type, raw_data=chunk.model_dump_json())
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    responses={
+        **error_responses(*_USER, *_BODY, *_RUN),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+    },
+)
+async def query(body: QueryRequest, agent: AgentDep, user: CurrentUser, response: Response) -> Any:
+    """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream.
+
+    JSON answers are cached: `X-Cache` says HIT (no agent run), MISS or BYPASS, as does `metadata.cached`.
+    """
+    if body.stream:
+        prepared = await agent.prepare(body, user)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Cache": "BYPASS"}
+        return EventSourceResponse(_encoded(agent.stream_query(prepared, user)), headers=headers)
+    answer, cache_status = await agent.process_query(body, user)
+    response.headers["X-Cache"] = cache_status
+    return answer
+
+
+async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield format_sse_event(event=chunk.type, data_str=chunk.model_dump_json())
+
+
+@router.post(
+    "/query/stream",
+    response_class=EventSourceResponse,
+    responses={**error_responses(*_USER, *_BODY, *_RUN, json_beside_sse=True), 200: {"description": _SSE_DESCRIPTION}},
+)
+async def query_stream(
+    body: Annotated[QueryRequest, Depends(prepared_query)], agent: AgentDep, user: CurrentUser
+) -> AsyncIterator[ServerSentEvent]:
+    """Stream the agent's answer token by token as Server-Sent Events; disconnecting stops the run."""
+    async for chunk in agent.stream_query(body, user):
+        yield _sse(chunk)
+
+
+@router.get("/session/{session_id}", response_model=SessionInfo, responses=error_responses(*_USER, 404, 422))
+async def get_session(session_id: SessionId, agent: AgentDep, user: CurrentUser) -> SessionInfo:
+    """One of your sessions with its messages."""
+    return await agent.get_session_info(session_id, user)
+
+
+@router.delete("/session/{session_id}", response_model=SessionDeleted, responses=error_responses(*_USER, 404, 422))
+async def delete_session(session_id: SessionId, agent: AgentDep, user: CurrentUser) -> SessionDeleted:
+    """Delete one of your sessions and its conversation."""
+    await agent.clear_session(session_id, user)
+    return SessionDeleted(session_id=session_id)
+
+
+@router.get("/sessions", response_model=SessionList, responses=error_responses(*_USER))
+async def list_sessions(agent: AgentDep, user: CurrentUser) -> SessionList:
+    """Your sessions, the most recently active first."""
+    sessions = await agent.list_sessions(user)
+    return SessionList(sessions=sessions, count=len(sessions))
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    responses=error_responses(*_USER, *_BODY),
+)
+async def create_task(
+    body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep, user: CurrentUser
+) -> TaskAccepted:
+    """Run a query in the background; poll the returned status_url for its answer."""
+
+    async def run() -> QueryResponse:
+        answer, _ = await agent.process_query(body.model_copy(update={"stream": False}), user)
+        return answer
+
+    task = await tasks.submit(run, owner=user.username)
+    return TaskAccepted(task_id=task.task_id, status_url=f"{settings.api_prefix}/tasks/{task.task_id}")
+
+
+@router.get("/tasks/{task_id}", response_model=TaskStatus, responses=error_responses(*_USER, 404, 422))
+async def get_task(task_id: Annotated[str, Path(max_length=64)], tasks: TasksDep, user: CurrentUser) -> TaskStatus:
+    """One of your background tasks: its status and, once completed, its answer."""
+    return await tasks.get(task_id, owner=user.username)
