@@ -101,3 +101,35 @@ def starters(session: nox.Session) -> None:
     """Regenerate the starters (medium_lab/, ...) from the solutions; `-- --check` fails if one differs."""
     session.install("-r", DEV_REQUIREMENTS)
     session.run("python", "grader/starters.py", *session.posargs)
+
+
+@nox.session
+def grade(session: nox.Session) -> None:
+    """Grade a stage: `nox -s grade -- PATH [--lab LAB] [--format text|json|junit|gradescope] [--output FILE]`.
+
+    This session's environment is the grader's cached one: the dev pins, then the stage's own requirements.txt.
+    Paths are read from where nox was started; the exit status is the grader's (0, 1, or 2: not gradable).
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    here = Path(session.invoked_from)
+    stages = [here / arg for arg in session.posargs if (here / arg / "requirements.txt").is_file()]
+    if stages:
+        session.install("-r", str(stages[0] / "requirements.txt"))
+    session.chdir(here)
+    try:
+        # A long interrupt timeout lets the grader stop the stage it started before nox gives up on it.
+        session.run("python", "-m", "grader", *session.posargs, env={"PYTHONPATH": str(ROOT)}, interrupt_timeout=30)
+    except nox.command.CommandFailed as failed:
+        if failed.return_code == 2:  # nox would report any failure as 1; "could not grade" must stay 2
+            raise SystemExit(2) from None
+        raise
+
+
+@nox.session
+def docker_check(session: nox.Session) -> None:
+    """Check docker/ without a Docker engine (hadolint, compose schema, promtool, the image's CMD run here).
+
+    `-- STEP ...` runs some steps only; a missing tool skips its step, except in CI (CI=true), where it fails.
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("python", "-m", "docker.check", *session.posargs, env={"PYTHONPATH": str(ROOT)})

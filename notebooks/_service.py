@@ -1,10 +1,11 @@
-"""What the notebooks share: run a lab stage as a real uvicorn process, and read its Server-Sent Events."""
+"""What the notebooks share: run a lab stage as a real uvicorn process, a throwaway redis-server, and read SSE."""
 
 from __future__ import annotations
 
 import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,6 +139,89 @@ def _tail(text: str, lines: int = 20) -> str:
 def _discard(service: Service) -> None:
     service.stop()
     service.log_path.unlink(missing_ok=True)
+
+
+@dataclass
+class RedisServer:
+    """A throwaway `redis-server` on 127.0.0.1 that keeps nothing on disk; stop it and start it again at will."""
+
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The REDIS_URL that points a stage at this server (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def is_running(self) -> bool:
+        """Whether the server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server on its port (the same one each time) and return once it answers PING."""
+        if self.is_running():
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not installed (for example: apt install redis-server)")
+        # No snapshots and no append-only file: a restart starts empty, like a cache server that lost its memory.
+        command = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        command += ["--dir", str(self.workdir), "--loglevel", "warning"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        self.process = process
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode} on port {self.port}")
+            if self._pong():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer PING on port {self.port} within {timeout:g} s")
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM the server by its PID (SIGKILL after `grace` seconds); its exit code. Safe to call twice."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=grace)
+        return self.process.returncode
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def start_redis(timeout: float = 10.0) -> RedisServer:
+    """A running redis-server on a free loopback port; FileNotFoundError when it is not installed.
+
+    It is also stopped when the interpreter exits, like the services.
+    """
+    server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="notebook-redis-")))
+    atexit.register(_discard_redis, server)
+    server.start(timeout)
+    return server
+
+
+def _discard_redis(server: RedisServer) -> None:
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 class SSEEvent(NamedTuple):
