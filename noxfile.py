@@ -133,3 +133,38 @@ def docker_check(session: nox.Session) -> None:
     """
     session.install("-r", DEV_REQUIREMENTS)
     session.run("python", "-m", "docker.check", *session.posargs, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark the cached answer against a bare FastAPI + Redis endpoint, concurrency and time to first token.
+
+    wrk (or, without it, a Python client) drives both servers in rounds A B A B; results are printed as ratios.
+    `nox -s bench -- --help` lists the options (round length, rounds, --strict to fail on a missed goal).
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    # A long interrupt timeout lets the bench stop the servers it started before nox gives up on it.
+    session.run("python", "-m", "tests.benchmarks.bench", *session.posargs, interrupt_timeout=30)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """Run the advanced solution's locustfile headless for 20 s against a started solution, with its budgets.
+
+    Fails when the error rate or the p95 breaks its budget (LOAD_MAX_ERROR_RATE, LOAD_MAX_P95_MS); the CSV
+    files and a plot go to build/load/. `nox -s load -- --help` lists the options (users, seconds).
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("python", "-m", "tests.benchmarks.load", *session.posargs, interrupt_timeout=30)
+
+
+@nox.session
+def sensitivity(session: nox.Session) -> None:
+    """Prove that every TODO is graded: each taken out of its solution alone must fail a grader check.
+
+    `nox -s sensitivity [-- --lab medium] [--full] [--todo N]`: prints the TODO x failed-checks matrix and
+    `TODOs graded: n/N`; fails when a TODO fails no check. By default each run grades the topics the lab
+    sheet claims for that TODO; `--full` grades everything.
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("python", "-m", "grader.sensitivity", *session.posargs, env={"PYTHONPATH": str(ROOT)})

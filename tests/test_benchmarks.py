@@ -1,0 +1,82 @@
+"""The benchmarks of tests/benchmarks: they import, read wrk's output, and a very short bench runs to its end.
+
+No timing is asserted here: timings belong to `nox -s bench`, read as ratios of one run.
+"""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.benchmarks import agent_latency, baseline_app, bench, load, loadgen, plot_load, profile_hot_path, servers
+from tests.support.services import unavailable
+from tests.support.stage import ROOT
+
+# `wrk -t1 -c4 -d1s --latency` output (Debian's wrk 4.1.0, a server answering 404), with a p50 in µs and
+# socket errors written in, as wrk prints them.
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:38999/nonexistent
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.88ms    3.89ms  20.02ms   83.71%
+    Req/Sec     1.33k   585.17     2.56k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    5.70ms
+     90%    9.75ms
+     99%   15.99ms
+  1329 requests in 1.00s, 674.88KB read
+  Non-2xx or 3xx responses: 1329
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:   1323.64
+Transfer/sec:    672.16KB
+"""
+
+
+def test_the_benchmark_modules_import() -> None:
+    """Every benchmark module imports without starting anything."""
+    modules = (agent_latency, baseline_app, bench, load, loadgen, plot_load, profile_hot_path, servers)
+    assert all(module.__doc__ for module in modules)
+
+
+def test_wrk_output_is_read_with_its_units() -> None:
+    """Requests/sec, p50 and p99 (µs and ms), non-2xx answers and socket errors come out of wrk's text."""
+    result = loadgen.parse_wrk(WRK_OUTPUT)
+    assert result.requests == 1329 and result.seconds == 1.0
+    assert result.requests_per_second == 1323.64
+    assert result.p50_ms == pytest.approx(0.812) and result.p99_ms == pytest.approx(15.99)
+    assert result.non_2xx == 1329 and result.errors == 3
+
+
+def test_wrk_output_without_percentiles_is_refused() -> None:
+    """Output without --latency's distribution is not mistaken for a measurement."""
+    with pytest.raises(ValueError, match="wrk --latency"):
+        loadgen.parse_wrk(WRK_OUTPUT.replace("     99%   15.99ms\n", ""))
+
+
+def test_the_wrk_script_sends_the_body_and_headers_verbatim() -> None:
+    """The Lua script quotes with long brackets, so JSON and header values need no escaping."""
+    target = loadgen.Target("t", "http://127.0.0.1:1/", '{"query": "a ]] b"}', {"Authorization": "Bearer x.y"})
+    script = loadgen.wrk_script(target)
+    assert 'wrk.body = [=[{"query": "a ]] b"}]=]' in script
+    assert "wrk.headers[ [[Authorization]] ] = [[Bearer x.y]]" in script
+
+
+def test_the_baseline_key_normalises_the_query_as_the_cache_does() -> None:
+    """Case and spacing do not change where the baseline looks its answer up."""
+    assert baseline_app.answer_key("What is  12 * 7?") == baseline_app.answer_key("what is 12 * 7?")
+
+
+@pytest.mark.service
+def test_a_short_bench_completes_and_prints_the_three_ratios() -> None:
+    """One 1 s round each, 5 concurrent queries and one stream: it ends cleanly and prints every ratio."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+    command = [sys.executable, "-m", "tests.benchmarks.bench", "--seconds", "1", "--rounds", "1", "--warmup", "0"]
+    command += ["--concurrency", "5", "--ttft-samples", "1", "--delay-ms", "20"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for ratio in ("cached_throughput solution/baseline", "concurrency 5/1 wall time", "ttft_overhead_ms"):
+        assert f"RATIO {ratio} = " in done.stdout
+    assert "INVALID" not in done.stdout
