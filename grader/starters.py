@@ -42,8 +42,9 @@ file that no longer parses once a TODO is replaced.
 Trees
 -----
 LABS maps each solution to its starter. A starter gets every file of its solution except the solution's
-own top-level `README.md` and `tests/` (SOLUTION_ONLY: the tests would give the answers away) and what is
-never committed (IGNORED: caches, databases, `.env`). Generation writes only files whose content changed,
+own top-level `README.md`, `SECURITY.md` and `tests/` (SOLUTION_ONLY: the tests, and the checklist that names
+them, would give the answers away) and what is never committed (IGNORED: caches, databases, build output,
+`.env`). Generation writes only files whose content changed,
 removes generated files that the solution no longer has, and leaves the starter's own top-level files
 alone (STARTER_OWNED: `README.md`, the lab sheet written for students). The check renders in memory and
 compares with the starter on disk, which is the same as generating into a temporary tree and diffing.
@@ -85,14 +86,16 @@ LABS = (
 )
 # The labs generated and checked when none is named; add "advanced" once its solution carries markers.
 DEFAULT_LABS = ("medium", "advanced")
-# Top-level entries of a solution that its starter does not get: its own lab sheet, and its tests.
-SOLUTION_ONLY = frozenset({"README.md", "tests"})
+# Top-level entries of a solution that its starter does not get: its own lab sheet, its security checklist
+# (each item with how the solution meets it), and its tests.
+SOLUTION_ONLY = frozenset({"README.md", "SECURITY.md", "tests"})
 # Top-level entries of a starter that are its own (the student's lab sheet): generation never touches them.
 STARTER_OWNED = frozenset({"README.md"})
 # Names (at any depth) that are never copied, compared or removed: what .gitignore keeps out of the repository.
 IGNORED = (
     *("__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".nox", ".venv", "venv", "*.egg-info"),
     *("*.py[cod]", "*.db", "*.db-journal", "*.sqlite3", ".env", ".coverage", "prometheus_multiproc", "grader-results"),
+    *("build", "dist", "htmlcov"),  # what a load test, a package build or coverage writes
 )
 
 _MARKER = re.compile(r"^[ \t]*#\s*(BEGIN|END)\s+(SOLUTION|STARTER)\b")

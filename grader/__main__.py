@@ -1,0 +1,119 @@
+"""The command line: `python -m grader PATH [--lab ...] [--format ...] [--output FILE]` (exit 0, 1 or 2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import checks, reporters
+from .core import REGISTRY, CheckResult, Lab, Report, select
+from .grade import detect_lab, grade, stage_problem
+
+T = TypeVar("T")
+INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m grader",
+        description="Start a lab stage as a real uvicorn process, check it over HTTP, report points and feedback.",
+        epilog="Exit status: 0 every check passed, 1 some failed, 2 the stage could not be graded.",
+    )
+    parser.add_argument("path", type=Path, nargs="?", help="the stage folder (with app/main.py)")
+    parser.add_argument("--lab", choices=["medium", "advanced"], help="the lab to grade for (default: detected)")
+    parser.add_argument("--format", choices=reporters.FORMATS, default="text", help="the report's format")
+    parser.add_argument("--output", type=Path, help="write the report to this file instead of stdout")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated check ids or topics ({', '.join(checks.TOPICS)}); prerequisites run too",
+    )
+    parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for /health (60)")
+    parser.add_argument("--list", action="store_true", help="list the lab's checks and points, then exit")
+    return parser
+
+
+def _say(message: str) -> None:
+    print(f"grader: {message}", file=sys.stderr, flush=True)
+
+
+def _show(result: CheckResult) -> None:
+    print(reporters.progress_line(result), file=sys.stderr, flush=True)
+
+
+def _emit(report: Report, kind: str, output: Path | None) -> None:
+    rendered = reporters.render(report, kind)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(rendered, encoding="utf-8")
+        _say(f"report written to {output}")
+    else:
+        sys.stdout.write(rendered)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as file:
+            file.write(reporters.markdown(report))
+
+
+def _list(lab: Lab) -> int:
+    selected = select(lab)
+    for check in selected:
+        print(f"{check.points:>2}  {check.id:<36} {check.title}")
+    print(f"{sum(check.points for check in selected)} points in {len(selected)} checks ({lab} lab)")
+    return 0
+
+
+async def _cancel_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; SIGTERM cancels it like Ctrl+C does, so the stage is stopped on the way out."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, or not the main thread
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        return _list(args.lab or "medium")
+    if args.path is None:
+        build_parser().error("name the stage folder to grade, for example: python -m grader solutions/medium")
+    stage: Path = args.path.resolve()
+    lab: Lab = args.lab or detect_lab(stage)
+    if problem := stage_problem(stage):
+        report = Report(str(args.path), lab, [], error=problem, log_tail="(the stage was not started)")
+        _say(f"cannot grade: {problem}")
+        if args.format != "text" or args.output:
+            _emit(report, args.format, args.output)
+        return 2
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := [n for n in only if n not in REGISTRY and n not in checks.TOPICS]:
+        build_parser().error(f"--only names no check or topic: {', '.join(unknown)}")
+    selected = select(lab, only)
+    _say(f"grading {args.path} as the {lab} lab: {len(selected)} checks, {sum(c.points for c in selected)} points")
+    try:
+        work = grade(stage, lab, selected, start_timeout=args.start_timeout, say=_say, show=_show)
+        report = asyncio.run(_cancel_on_sigterm(work))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _say("interrupted; the stage was stopped")
+        return INTERRUPTED
+    report.stage = str(args.path)
+    if report.error:
+        _say(f"cannot grade: {report.error}")
+    _emit(report, args.format, args.output)
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

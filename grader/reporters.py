@@ -1,0 +1,137 @@
+"""Writers of one Report: the terminal table, JSON, JUnit XML, Gradescope's results.json and a Markdown summary."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from .core import CheckResult, Report
+
+FORMATS = ("text", "json", "junit", "gradescope")
+MARKS = {"passed": ":)", "failed": ":(", "skipped": ":|"}
+ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
+
+
+def _points(result: CheckResult) -> str:
+    return f"{result.points:g}/{result.check.points}"
+
+
+def _headline(report: Report) -> str:
+    counts = ", ".join(f"{report.count(status)} {status}" for status in ("passed", "failed", "skipped"))
+    return (
+        f"{report.stage} ({report.lab} lab): {report.score:g}/{report.max_score} points; "
+        f"{counts}; graded in {report.duration:.1f} s"
+    )
+
+
+def progress_line(result: CheckResult) -> str:
+    """The line printed as each check finishes."""
+    return f"{MARKS[result.status]} {_points(result):>5}  {result.check.id}: {result.check.title}"
+
+
+def text(report: Report) -> str:
+    """The terminal report: a table of checks, and under each failure what was expected and observed."""
+    if report.error:
+        return f"Could not grade {report.stage}: {report.error}\n\nThe stage's log:\n{report.log_tail}\n"
+    lines = [f"Grade of {_headline(report)}", "", "  result  points  check"]
+    for result in report.results:
+        lines.append(f"  {MARKS[result.status]:<6}  {_points(result):>6}  {result.check.id}: {result.check.title}")
+        for line in result.feedback.splitlines():
+            lines.extend(textwrap.wrap(line, 110, initial_indent=" " * 18, subsequent_indent=" " * 22))
+    lines += ["", f"Score: {report.score:g}/{report.max_score}"]
+    return "\n".join(lines) + "\n"
+
+
+def _check_json(result: CheckResult) -> dict[str, Any]:
+    return {
+        "id": result.check.id,
+        "title": result.check.title,
+        "module": result.check.module,
+        "points": result.points,
+        "max_points": result.check.points,
+        "status": result.status,
+        "feedback": result.feedback,
+        "expected": result.expected,
+        "observed": result.observed,
+        "hint": result.hint,
+        "duration_seconds": round(result.duration, 3),
+    }
+
+
+def to_json(report: Report) -> str:
+    """Every check with id, title, points, status and feedback, and the totals."""
+    document = {
+        "stage": report.stage,
+        "lab": report.lab,
+        "score": report.score,
+        "max_score": report.max_score,
+        "passed": report.count("passed"),
+        "failed": report.count("failed"),
+        "skipped": report.count("skipped"),
+        "duration_seconds": round(report.duration, 2),
+        "error": report.error,
+        "log_tail": report.log_tail,
+        "checks": [_check_json(result) for result in report.results],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def junit(report: Report) -> str:
+    """JUnit XML for CI: a test case per check; skipped checks are skipped, failures carry the feedback."""
+    suite = ET.Element("testsuite", name=f"grader.{report.lab}", time=f"{report.duration:.3f}")
+    for result in report.results:
+        case = ET.SubElement(suite, "testcase", classname=f"grader.{result.check.module}", name=result.check.id)
+        case.set("time", f"{result.duration:.3f}")
+        if result.status == "failed":
+            ET.SubElement(case, "failure", message=result.check.title).text = result.feedback
+        elif result.status == "skipped":
+            ET.SubElement(case, "skipped", message=result.reason)
+    if report.error:
+        case = ET.SubElement(suite, "testcase", classname="grader", name="stage starts")
+        ET.SubElement(case, "error", message=report.error).text = report.log_tail
+    counts = {"tests": len(suite), "failures": report.count("failed"), "skipped": report.count("skipped")}
+    suite.attrib |= {name: str(value) for name, value in counts.items()} | {"errors": str(int(bool(report.error)))}
+    root = ET.Element("testsuites", name="grader")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def gradescope(report: Report) -> str:
+    """Gradescope's results.json: `tests[]` (name, score, max_score, status, output, visibility) and `score`."""
+    tests = [
+        {
+            "name": f"{result.check.id}: {result.check.title}",
+            "score": result.points,
+            "max_score": result.check.points,
+            "status": "passed" if result.status == "passed" else "failed",
+            "output": result.feedback or "passed",
+            "visibility": "visible",
+        }
+        for result in report.results
+    ]
+    summary = f"Could not grade: {report.error}\n\n{report.log_tail}" if report.error else _headline(report)
+    document = {"score": report.score, "output": summary, "visibility": "visible", "tests": tests}
+    return json.dumps(document, indent=2) + "\n"
+
+
+def markdown(report: Report) -> str:
+    """A summary for GitHub Actions' job page (GITHUB_STEP_SUMMARY)."""
+    if report.error:
+        return f"### Grader: could not grade `{report.stage}`\n\n{report.error}\n\n```\n{report.log_tail}\n```\n"
+    lines = [f"### Grader: {report.score:g}/{report.max_score} for `{report.stage}` ({report.lab} lab)", ""]
+    lines += ["| | check | points |", "| --- | --- | --- |"]
+    for result in report.results:
+        title = result.check.title.replace("|", "\\|")
+        lines.append(f"| {ICONS[result.status]} | `{result.check.id}`: {title} | {_points(result)} |")
+    failures = [result for result in report.results if result.status != "passed"]
+    for result in failures:
+        lines += ["", f"<details><summary>{result.check.id}</summary>", "", "```", result.feedback, "```", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def render(report: Report, kind: str) -> str:
+    writers = {"text": text, "json": to_json, "junit": junit, "gradescope": gradescope}
+    return writers[kind](report)

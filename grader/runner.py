@@ -1,0 +1,145 @@
+"""Start a stage as a real `uvicorn app.main:app` process on a free loopback port, read its log, stop it by PID."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"
+STOP_GRACE_SECONDS = 10.0
+# Settings a grading profile controls (inherited ones could leak a real key or change the stage's behaviour),
+# and the import path: a stage imports only what is in its own folder and its environment.
+_NOT_INHERITED = ("OPENAI_", "LLM_", "LANGSMITH_", "LANGCHAIN_", "OFFLINE_LLM_", "OTEL_", "SECRET_KEY", "PYTHONPATH")
+
+
+class StageStartError(Exception):
+    """The stage exited, or never answered GET /health; carries the end of its log."""
+
+    def __init__(self, message: str, log_tail: str) -> None:
+        super().__init__(message)
+        self.message, self.log_tail = message, log_tail
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class StageLog:
+    """The stage's stdout and stderr, each in a file; `ready_at` marks where serving began."""
+
+    stdout: Path
+    stderr: Path
+    ready_at: int = 0
+
+    def out(self) -> str:
+        return self.stdout.read_text(encoding="utf-8", errors="replace")
+
+    def everything(self) -> str:
+        return self.out() + self.stderr.read_text(encoding="utf-8", errors="replace")
+
+    def serving_lines(self) -> list[str]:
+        """The stdout lines written since the stage answered its first GET /health."""
+        with open(self.stdout, "rb") as file:
+            file.seek(self.ready_at)
+            text = file.read().decode("utf-8", errors="replace")
+        return [line for line in text.splitlines() if line.strip()]
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of stdout and of stderr, for a student to see why the stage failed."""
+        parts = []
+        for name, path in (("stdout", self.stdout), ("stderr", self.stderr)):
+            text = path.read_text(encoding="utf-8", errors="replace").rstrip()
+            if text:
+                parts.append(f"--- {name} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts) or "(the stage wrote nothing)"
+
+
+@dataclass
+class RunningStage:
+    """A started stage: where it answers, its process and its log."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: StageLog
+
+
+def stage_env(settings: dict[str, str]) -> dict[str, str]:
+    """The process environment: ours without the model settings, then the grading profile's settings."""
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith(_NOT_INHERITED)}
+    return {**inherited, **settings}
+
+
+@asynccontextmanager
+async def run_stage(stage: Path, settings: dict[str, str], *, start_timeout: float) -> AsyncIterator[RunningStage]:
+    """Start the stage with `settings`, wait until it answers GET /health, yield it, then stop it.
+
+    Its output goes to files in a temporary folder, removed once the stage has stopped.
+    """
+    with tempfile.TemporaryDirectory(prefix="grader-log-") as temp:
+        directory = Path(temp)
+        port = free_port()
+        log = StageLog(directory / "stdout.log", directory / "stderr.log")
+        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST, "--port", str(port)]
+        process = _spawn(command, stage, stage_env(settings), log)
+        try:
+            url = f"http://{HOST}:{port}"
+            await _wait_until_answering(url, process, log, start_timeout)
+            log.ready_at = log.stdout.stat().st_size
+            yield RunningStage(url, process, log)
+        finally:
+            # In a thread, so that the grader's own endpoints (the OTLP collector) can still answer the
+            # stage while it shuts down.
+            await asyncio.to_thread(stop, process)
+
+
+def _spawn(command: list[str], stage: Path, env: dict[str, str], log: StageLog) -> subprocess.Popen[bytes]:
+    with open(log.stdout, "wb") as out, open(log.stderr, "wb") as err:
+        # Our own interpreter with fixed arguments; the stage's code runs only inside that process.
+        return subprocess.Popen(command, cwd=stage, env=env, stdout=out, stderr=err)  # noqa: S603
+
+
+async def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log: StageLog, seconds: float) -> None:
+    """Any HTTP answer from /health means the server runs; whether it is healthy is a check's business."""
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            if process.poll() is not None:
+                message = f"the stage exited with code {process.returncode} before it answered GET /health"
+                raise StageStartError(message, log.tail())
+            try:
+                await client.get(f"{url}/health")
+            except httpx.TransportError:
+                pass
+            else:
+                return
+            if time.monotonic() > deadline:
+                raise StageStartError(f"the stage did not answer GET /health within {seconds:g} s", log.tail())
+            await asyncio.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM the process we started, SIGKILL it if it is still there after `grace` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)

@@ -1,0 +1,1 @@
+"""Stages built to be graded by the grader's tests: broken copies of a solution, and a stand-in."""

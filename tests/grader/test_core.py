@@ -1,0 +1,145 @@
+"""The check registry and the loop that runs checks: order, skips, timeouts, crashes and partial credit."""
+
+import asyncio
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from grader.checks import TOPICS
+from grader.context import Context
+from grader.core import PROFILE_ORDER, REGISTRY, Check, CheckResult, Failure, run_check, select
+from tests.grader.stages.advanced import STAGES as ADVANCED_STAGES
+from tests.grader.stages.medium import STAGES as MEDIUM_STAGES
+
+
+class _Lab:
+    """The part of a Context that the run loop reads."""
+
+    def __init__(self, lab: str) -> None:
+        self.lab = lab
+
+
+def _run(check: Check, results: dict[str, CheckResult] | None = None, lab: str = "medium") -> CheckResult:
+    return asyncio.run(run_check(check, cast("Context", _Lab(lab)), results or {}))
+
+
+def _check(function: Any, **options: Any) -> Check:
+    return Check(f"test.{function.__name__}", "a test check", 4, function, **options)
+
+
+def test_every_check_is_well_formed() -> None:
+    """Each check has a statement, points, a known topic and profile, and prerequisites that run before it."""
+    for check in REGISTRY.values():
+        assert check.title and not check.title.startswith(check.id), check.id
+        assert check.points > 0 and check.timeout > 0, check.id
+        assert check.module in TOPICS and check.profile in PROFILE_ORDER, check.id
+        for needed in check.depends_on:
+            assert needed in REGISTRY, f"{check.id} needs the unknown {needed}"
+            assert set(check.labs) <= set(REGISTRY[needed].labs), f"{check.id} needs {needed} in every lab"
+            order = PROFILE_ORDER.index
+            assert order(REGISTRY[needed].profile) <= order(check.profile), f"{check.id} runs before {needed}"
+
+
+@pytest.mark.parametrize("lab", ["medium", "advanced"])
+def test_selection_runs_prerequisites_first(lab: str) -> None:
+    """Every lab's checks come out with each prerequisite before the checks that need it."""
+    selected = select(lab)  # type: ignore[arg-type]
+    position = {check.id: index for index, check in enumerate(selected)}
+    for check in selected:
+        assert all(position[needed] < position[check.id] for needed in check.dependencies(lab)), check.id  # type: ignore[arg-type]
+
+
+def test_the_advanced_lab_reruns_the_medium_checks_after_logging_in() -> None:
+    """The advanced selection holds every medium check; those that call the API need auth.login first."""
+    advanced = {check.id: check for check in select("advanced")}
+    assert {check.id for check in select("medium")} <= set(advanced)
+    assert "auth.login" in advanced["api.query_shape"].dependencies("advanced")
+    assert "auth.login" not in advanced["api.health"].dependencies("advanced")
+
+
+def test_only_selects_the_named_checks_and_what_they_need() -> None:
+    """--only takes ids or topics and adds the prerequisites."""
+    chosen = [check.id for check in select("medium", ["streaming.tokens_join", "load"])]
+    assert chosen[:4] == ["api.query_shape", "streaming.content_type", "streaming.event_order", "streaming.tokens_join"]
+    assert {"load.concurrent", "load.errors_under_load", "load.p95_under_load"} <= set(chosen)
+    assert not any(name.startswith(("sessions.", "errors.")) for name in chosen)
+
+
+def test_every_check_is_shown_to_fail_by_a_broken_stage() -> None:
+    """The broken stages of the medium and advanced tests, together, make every check fail at least once."""
+    failing = {name for stage in [*MEDIUM_STAGES, *ADVANCED_STAGES] for name in stage.failed}
+    assert set(REGISTRY) - failing == set()
+
+
+def test_a_passing_check_earns_its_points() -> None:
+    async def fine(ctx: Context) -> None:
+        return None
+
+    result = _run(_check(fine))
+    assert (result.status, result.points, result.feedback) == ("passed", 4.0, "")
+
+
+def test_a_failure_reports_expected_observed_cause_and_hint() -> None:
+    async def wrong(ctx: Context) -> None:
+        raise Failure("HTTP 200", "HTTP 500", cause="a crash")
+
+    result = _run(_check(wrong, hint="app/main.py: health"))
+    assert (result.status, result.points) == ("failed", 0.0)
+    assert result.feedback.splitlines() == [
+        "expected: HTTP 200",
+        "observed: HTTP 500",
+        "likely cause: a crash",
+        "look at: app/main.py: health",
+    ]
+
+
+def test_a_hint_can_name_each_lab_its_own_todo() -> None:
+    async def wrong(ctx: Context) -> None:
+        raise Failure("a", "b")
+
+    check = _check(wrong, hint={"medium": "TODO 11: middleware", "advanced": "TODO 16: rate_limit"})
+    assert _run(check).feedback.endswith("look at: TODO 11: middleware")
+    assert _run(check, lab="advanced").feedback.endswith("look at: TODO 16: rate_limit")
+
+
+def test_partial_credit_keeps_a_share_of_the_points() -> None:
+    async def banded(ctx: Context) -> None:
+        raise Failure("p95 within 1 s", "p95 1.5 s", credit=0.5)
+
+    result = _run(_check(banded))
+    assert (result.status, result.points) == ("failed", 2.0)
+
+
+def test_a_check_whose_prerequisite_failed_is_skipped_and_not_run() -> None:
+    ran = []
+
+    async def dependent(ctx: Context) -> None:
+        ran.append(True)
+
+    earlier = _run(_check(dependent))
+    earlier.status = "failed"
+    result = _run(_check(dependent, depends_on=("test.first",)), {"test.first": earlier})
+    assert ran == [True]  # only the first run
+    assert (result.status, result.points) == ("skipped", 0.0)
+    assert result.feedback == "skipped: needs test.first to pass first"
+
+
+def test_a_check_that_hangs_fails_at_its_timeout() -> None:
+    async def hangs(ctx: Context) -> None:
+        await asyncio.sleep(30)
+
+    result = _run(_check(hangs, timeout=0.2))
+    assert result.status == "failed" and "within 0.2 s" in result.expected
+    assert result.duration < 5
+
+
+def test_a_transport_error_or_a_crash_is_a_failed_check_not_a_crash_of_the_grader() -> None:
+    async def refused(ctx: Context) -> None:
+        raise httpx.ConnectError("connection refused")
+
+    async def confused(ctx: Context) -> None:
+        raise KeyError("response")
+
+    assert "connection refused" in _run(_check(refused)).observed
+    assert "KeyError" in _run(_check(confused)).observed
