@@ -84,11 +84,11 @@ LABS = (
     Lab("medium", "solutions/medium", "medium_lab"),
     Lab("advanced", "solutions/advanced", "advanced_lab"),
 )
-# The labs generated and checked when none is named; add "advanced" once its solution carries markers.
+# The labs generated and checked when none is named.
 DEFAULT_LABS = ("medium", "advanced")
 # Top-level entries of a solution that its starter does not get: its own lab sheet, its security checklist
-# (each item with how the solution meets it), and its tests.
-SOLUTION_ONLY = frozenset({"README.md", "SECURITY.md", "tests"})
+# (each item with how the solution meets it), its measured results and their plots, and its tests.
+SOLUTION_ONLY = frozenset({"README.md", "SECURITY.md", "PERFORMANCE.md", "docs", "tests"})
 # Top-level entries of a starter that are its own (the student's lab sheet): generation never touches them.
 STARTER_OWNED = frozenset({"README.md"})
 # Names (at any depth) that are never copied, compared or removed: what .gitignore keeps out of the repository.

@@ -8,6 +8,7 @@ from .agent_service import AgentService
 from .cache import CacheService
 from .config import Settings
 from .monitoring import Metrics
+from .rate_limit import LoginThrottle
 from .tasks import TaskManager
 
 
@@ -41,8 +42,15 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_login_throttle(request: Request) -> LoginThrottle:
+    """The application's failed-login counter per username."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 AgentDep = Annotated[AgentService, Depends(get_agent_service)]
 TasksDep = Annotated[TaskManager, Depends(get_task_manager)]
 CacheDep = Annotated[CacheService, Depends(get_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]

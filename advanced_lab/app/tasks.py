@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -44,6 +44,10 @@ class TaskManager:
         # TODO 14: answer 404 for another user's task
         if row is None:
             raise TaskNotFoundError(task_id)
+        if row.status in _UNFINISHED and _as_utc(row.updated_at) < utcnow() - self._stale_after:
+            # Its server died without a word and no start-up has cleaned up since: say so, not "running" forever.
+            await self.fail_stale()
+            return TaskStatus(task_id=row.task_id, status="failed", error=LOST_ERROR)
         result = QueryResponse.model_validate(row.result) if row.result else None
         return TaskStatus(task_id=row.task_id, status=row.status, result=result, error=row.error)
 
@@ -96,3 +100,8 @@ class TaskManager:
             await self._set(task_id, "completed", result=result)
         finally:
             self._running.pop(task_id, None)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every one stored here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

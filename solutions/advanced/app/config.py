@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_requests: int = Field(default=60, ge=1)
     rate_limit_window: int = Field(default=60, ge=1)
+    # Failed logins per username (from any address) within the window before that username is refused with 429
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window: int = Field(default=300, ge=1)
 
     # Cache
     cache_enabled: bool = True

@@ -35,7 +35,7 @@ def error_response(request: Request, status_code: int, code: ErrorCode, detail: 
 async def _agent_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentAPIError)
     response = error_response(request, exc.status_code, exc.code, exc.detail)  # type: ignore[arg-type]
-    response.headers.update(exc.headers)
+    response.headers.update(exc.response_headers())
     return response
 
 

@@ -7,6 +7,7 @@ AgentAPIError                     500 internal_error
 │   ├── SessionNotFoundError
 │   └── TaskNotFoundError
 ├── PayloadTooLargeError          413 payload_too_large
+├── TooManyAttemptsError          429 rate_limited (with Retry-After: failed logins for one username)
 └── AgentRunError                 500 internal_error
     ├── AgentTimeoutError         504 timeout
     └── UpstreamError             502 upstream_error (the LLM provider failed)
@@ -25,6 +26,10 @@ class AgentAPIError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def response_headers(self) -> dict[str, str]:
+        """The headers the error's answer carries."""
+        return dict(self.headers)
 
 
 class UnauthorizedError(AgentAPIError):
@@ -68,6 +73,20 @@ class PayloadTooLargeError(AgentAPIError):
 
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyAttemptsError(AgentAPIError):
+    """Too many failed logins for one username; Retry-After says when the next attempt is counted."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class AgentRunError(AgentAPIError):

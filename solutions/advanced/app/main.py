@@ -24,7 +24,7 @@ from .logging_config import configure_logging, get_logger
 from .middleware import BodySizeLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from .models import HealthResponse, RootInfo
 from .monitoring import Metrics, MetricsMiddleware, RouteTemplates, mark_process_dead
-from .rate_limit import RateLimiter
+from .rate_limit import LoginThrottle, RateLimiter
 from .routes import agent, auth, metrics
 from .sessions import SessionStore
 from .tasks import TaskManager
@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.cache, app.state.metrics = settings, cache, app_metrics
+    app.state.login_throttle = LoginThrottle(
+        redis_client, limit=settings.login_max_failures, window=settings.login_failure_window
+    )
     # The docs' Authorize button posts to the login route under this app's prefix.
     flows = cast(OAuth2, oauth2_scheme.model).flows
     if flows.password is not None:

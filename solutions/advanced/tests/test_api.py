@@ -4,6 +4,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from asgi_lifespan import LifespanManager
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from tests.support.services import postgres_database
 from tests.support.stage import free_port
 
 from .conftest import login, make_settings, parse_sse
@@ -183,3 +185,67 @@ def test_oversized_bodies_get_413_error_response(tmp_path: Path) -> None:
             assert response.json()["error"] == "payload_too_large"
             assert response.json()["request_id"] == response.headers["X-Request-ID"]
         assert client.post("/api/v1/query", json={"query": "hi"}, headers=headers).status_code == 200
+
+
+@pytest.mark.service
+def test_ids_and_credentials_postgresql_cannot_store_are_4xx(tmp_path: Path) -> None:
+    """A NUL byte (which PostgreSQL refuses in text) in a task id, session id or login is a 4xx, not a 500."""
+    with postgres_database() as url, TestClient(create_app(make_settings(tmp_path, database_url=url))) as client:
+        headers = login(client)
+        for path in ("/api/v1/tasks/a%00b", "/api/v1/session/a%00b", "/api/v1/tasks/" + "é" * 64):
+            response = client.get(path, headers=headers)
+            assert response.status_code in {404, 422}, (path, response.text)
+            assert response.json()["error"] in {"not_found", "validation_error"}
+        for username, password in [("de\x00mo", "x"), ("demo", "x\x00")]:
+            response = client.post("/api/v1/auth/login", data={"username": username, "password": password})
+            assert response.status_code == 422, response.text
+
+
+def test_an_unexpected_error_is_a_bare_500_with_debug_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEBUG=false: an unhandled exception is a 500 internal_error whose body has no traceback, exception text or
+    path, for JSON answers and streams alike; the log keeps the traceback for the operator."""
+    secret = "password=hunter2 in /srv/app/secret_module.py"
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(secret)
+
+    async def broken_run(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise RuntimeError(secret)
+        yield  # an async generator, like the runner's events
+
+    settings = make_settings(tmp_path / "e.db", debug=False)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        headers = login(client)
+        service = client.app.state.agent_service  # type: ignore[attr-defined]
+        monkeypatch.setattr(service, "list_sessions", broken)
+        monkeypatch.setattr(service.runner, "events", broken_run)
+        responses = [
+            client.get("/api/v1/sessions", headers=headers),
+            client.post("/api/v1/query", json={"query": "hi"}, headers=headers),
+        ]
+        stream = client.post("/api/v1/query/stream", json={"query": "hi"}, headers=headers)
+    for response in responses:
+        assert response.status_code == 500
+        assert response.json()["error"] == "internal_error"
+    events = parse_sse(stream.text)
+    assert events[-1][0] == "error" and events[-1][1]["metadata"]["code"] == "internal_error"
+    for text in [*(response.text for response in responses), stream.text]:
+        assert "Traceback" not in text and "RuntimeError" not in text and secret not in text and ".py" not in text
+
+
+def test_cors_allows_only_the_configured_origins_without_credentials(tmp_path: Path) -> None:
+    """A preflight from a configured origin is allowed (and sees the request id); any other origin gets no CORS
+    grant, and no origin is ever allowed to send cookies or credentials along."""
+    settings = make_settings(tmp_path / "c.db", cors_origins="https://app.example")
+    with TestClient(create_app(settings)) as client:
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        allowed = client.options("/api/v1/query", headers={"Origin": "https://app.example", **preflight})
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        refused = client.options("/api/v1/query", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in refused.headers
+        simple = client.get("/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in simple.headers
+        for response in (allowed, refused, simple):
+            assert "access-control-allow-credentials" not in response.headers
+        exposed = client.get("/health", headers={"Origin": "https://app.example"}).headers
+        assert "X-Request-ID" in exposed["access-control-expose-headers"]

@@ -1,14 +1,26 @@
 """Authentication and ownership: who may call, and whose sessions and tasks they see."""
 
+import base64
+import hashlib
+import hmac
+import json
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jose import jwt
 
-from .conftest import login
+from app.main import create_app
+from tests.support.services import RedisServer
+
+from .conftest import login, make_settings
 
 ME = "/api/v1/auth/me"
 SECRET = "test-secret-key"
@@ -70,8 +82,6 @@ def test_bad_tokens_get_401(client: TestClient, token: str) -> None:
 
 def test_alg_none_and_tampered_and_subjectless_tokens_get_401(client: TestClient) -> None:
     """An unsigned token, a token whose payload was changed, and one without `sub` are refused."""
-    import base64
-    import json
 
     def b64(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
@@ -131,3 +141,152 @@ def test_users_see_only_their_own_sessions_and_tasks(client: TestClient) -> None
     stream = client.post("/api/v1/query/stream", json={"query": "what is my name?", "session_id": sid}, headers=alice)
     assert stream.status_code == 404
     assert client.get(f"/api/v1/session/{sid}", headers=demo).json()["message_count"] == 2
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signed(header: dict[str, Any], key: bytes, digest: Any = hashlib.sha256) -> str:
+    """A token with any header we like, HMAC-signed with `key`: what a forger can build without a JWT library."""
+    exp = int(time.time()) + 300
+    claims = {"sub": "demo", "iat": exp - 300, "nbf": exp - 300, "exp": exp, "type": "access"}
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(key, signing_input.encode(), digest).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        # RS256/HS256 confusion: the server's secret used as if it were an RSA public key for an HMAC.
+        pytest.param(_signed({"alg": "RS256", "typ": "JWT"}, SECRET.encode()), id="rs256-header-hmac-signed"),
+        pytest.param(_signed({"alg": "ES256", "typ": "JWT"}, SECRET.encode()), id="es256-header-hmac-signed"),
+        pytest.param(_signed({"alg": "HS384", "typ": "JWT"}, SECRET.encode(), hashlib.sha384), id="hs384"),
+        pytest.param(_signed({"alg": "none", "typ": "JWT"}, SECRET.encode()), id="none-with-signature"),
+        pytest.param(_signed({"alg": "NONE", "typ": "JWT"}, SECRET.encode()), id="uppercase-none"),
+        # The attacker's own key, offered in the header (jwk) or named by kid: the server must never use it.
+        pytest.param(
+            _signed({"alg": "HS256", "jwk": {"kty": "oct", "k": _b64(b"attacker-key")}}, b"attacker-key"),
+            id="embedded-jwk",
+        ),
+        pytest.param(_signed({"alg": "HS256", "kid": "../../dev/null"}, b""), id="kid-path-empty-key"),
+    ],
+)
+def test_algorithm_confusion_and_foreign_keys_get_401(client: TestClient, token: str) -> None:
+    """Only HS256 with SECRET_KEY verifies: another algorithm in the header, or a key the token brings, is refused."""
+    _assert_401(client.get(ME, headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_a_real_rs256_token_gets_401(client: TestClient) -> None:
+    """A token properly signed with an RSA key pair (the other half of the confusion attack) is refused too."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _assert_401(client.get(ME, headers={"Authorization": f"Bearer {_token({}, key=pem.decode(), algorithm='RS256')}"}))
+
+
+def test_a_deleted_users_token_gets_401(client: TestClient, database: Path) -> None:
+    """A token stays signed after its user is deleted, but it no longer lets anyone in (nor on the agent's routes)."""
+    headers = login(client, "alice")
+    assert client.get(ME, headers=headers).status_code == 200
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("DELETE FROM users WHERE username = 'alice'").rowcount == 1
+    _assert_401(client.get(ME, headers=headers))
+    _assert_401(client.get("/api/v1/sessions", headers=headers))
+    _assert_401(client.post("/api/v1/query", json={"query": "hi"}, headers=headers))
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("demo", "demo\x00password"), ("nobody", "a\x00"), ("de\x00mo", "demo-password")],
+    ids=["nul-in-password", "nul-in-password-unknown-user", "nul-in-username"],
+)
+def test_credentials_with_nul_are_422_not_500(client: TestClient, username: str, password: str) -> None:
+    """bcrypt cannot hash a NUL byte and PostgreSQL cannot store one: such credentials are refused up front."""
+    response = client.post("/api/v1/auth/login", data={"username": username, "password": password})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_error"
+
+
+def test_login_is_rate_limited_by_client_address(tmp_path: Path) -> None:
+    """One address trying many usernames is stopped by the per-address limit of the middleware."""
+    with TestClient(create_app(make_settings(tmp_path / "a.db", rate_limit_requests=5))) as client:
+        statuses = [
+            client.post("/api/v1/auth/login", data={"username": f"user{n}", "password": "guess"}).status_code
+            for n in range(7)
+        ]
+        assert statuses == [401] * 5 + [429] * 2
+        refused = client.post("/api/v1/auth/login", data={"username": "demo", "password": "demo-password"})
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
+def _from(app: FastAPI, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def _log_in(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/login", data={"username": username, "password": password})
+
+
+@pytest.mark.anyio
+async def test_failed_logins_are_limited_per_username_from_any_address(tmp_path: Path) -> None:
+    """LOGIN_MAX_FAILURES wrong passwords for one username, from different addresses, lock that username (429 with
+    Retry-After, even for the right password); other usernames are unaffected; an unknown username is locked the
+    same way (nothing to learn from it); a successful login clears the count."""
+    settings = make_settings(tmp_path / "u.db", login_max_failures=3, login_failure_window=60)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        clients = [_from(app, f"203.0.113.{n}") for n in range(1, 5)]
+        try:
+            for client in clients[:3]:
+                assert (await _log_in(client, "alice", "wrong")).status_code == 401
+                assert (await _log_in(client, "nobody", "wrong")).status_code == 401
+            for username, password in [("alice", "alice-password"), ("nobody", "wrong")]:
+                locked = await _log_in(clients[3], username, password)
+                assert locked.status_code == 429, locked.text
+                assert locked.json()["error"] == "rate_limited"
+                assert 1 <= int(locked.headers["Retry-After"]) <= 60
+            # A success clears the count: two failures, a success, two failures, and the right password still works.
+            for _ in range(2):
+                for _ in range(2):
+                    assert (await _log_in(clients[0], "demo", "wrong")).status_code == 401
+                assert (await _log_in(clients[1], "demo", "demo-password")).status_code == 200
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
+def test_login_throttle_fails_open_without_redis(tmp_path: Path, redis: RedisServer) -> None:
+    """With Redis stopped, logins go on (401 or 200, never 5xx), as the request rate limit does."""
+    settings = make_settings(tmp_path / "r.db", redis_url=redis.url, login_max_failures=2)
+    with TestClient(create_app(settings)) as client:
+        redis.stop()
+        statuses = [
+            client.post("/api/v1/auth/login", data={"username": "demo", "password": "wrong"}).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [401] * 3
+        login(client)
+
+
+def test_error_bodies_never_echo_credentials(client: TestClient) -> None:
+    """A rejected password, token or API key is never repeated back in the error body."""
+    password, token = "hunter2-secret-password", "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJl"
+    bodies = [
+        client.post("/api/v1/auth/login", data={"username": "demo", "password": password}).text,
+        client.post("/api/v1/auth/login", data={"username": "demo", "password": password * 4}).text,
+        client.get(ME, headers={"Authorization": f"Bearer {token}"}).text,
+        client.post(
+            "/api/v1/query",
+            json={"query": "", "api_key": "sk-secret-api-key"},
+            headers={**login(client), "X-Api-Key": "sk-secret-api-key"},
+        ).text,
+    ]
+    for body in bodies:
+        assert password not in body and token not in body and "sk-secret-api-key" not in body, body

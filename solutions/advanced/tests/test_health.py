@@ -57,3 +57,13 @@ def test_reachable_llm_provider_is_up(tmp_path: Path) -> None:
     assert first["dependencies"]["llm"]["status"] == "up", first
     assert first["status"] == "healthy"
     assert len(llm.model_requests) == 1
+
+
+def test_health_never_shows_the_redis_password(tmp_path: Path) -> None:
+    """The Redis URL in /health loses its password (here Redis is unreachable, so the detail names the URL)."""
+    settings = make_settings(tmp_path / "p.db", redis_url="redis://:s3cret-redis-pass@127.0.0.1:1/0")
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/health")
+    assert body.json()["dependencies"]["redis"]["status"] == "down"
+    assert "127.0.0.1:1/0" in body.json()["dependencies"]["redis"]["detail"]
+    assert "s3cret-redis-pass" not in body.text

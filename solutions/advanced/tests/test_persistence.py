@@ -1,6 +1,7 @@
 """Sessions, users and tasks live in the database: restarts lose nothing, instances share everything."""
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -106,3 +107,19 @@ def test_unfinished_task_is_marked_failed_at_shutdown(tmp_path: Path) -> None:
         status = client.get(url, headers=login(client)).json()
     assert status["status"] == "failed"
     assert "shut down" in status["error"]
+
+
+def test_a_task_left_running_by_a_crashed_instance_is_reported_failed(client: TestClient, database: Path) -> None:
+    """Another instance died (SIGKILL, a lost machine) with a task running and never restarted: once the task is
+    older than any run can take, polling it says failed with the reason, instead of running forever."""
+    headers = login(client)
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "INSERT INTO tasks (task_id, owner, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            ("orphan", "demo", "running", "2020-01-01 00:00:00.000000", "2020-01-01 00:00:00.000000"),
+        )
+    status = client.get("/api/v1/tasks/orphan", headers=headers).json()
+    assert status["status"] == "failed", status
+    assert "stopped before it finished" in status["error"]
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT status FROM tasks WHERE task_id = 'orphan'").fetchone() == ("failed",)

@@ -23,6 +23,8 @@ from . import error_responses
 
 router = APIRouter(tags=["agent"])
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id.")]
+# Task ids are hex; the pattern also keeps bytes a database cannot store (NUL) out of its queries.
+TaskId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The task's id.")]
 _SSE_DESCRIPTION = (
     "A `text/event-stream` of StreamChunk events: `start`, then `token` and `step` events, then exactly "
     "one `done` (the full answer) or `error`. Each event is `event: <type>` and `data: <StreamChunk JSON>`."
@@ -122,6 +124,6 @@ async def create_task(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskStatus, responses=error_responses(*_USER, 404, 422))
-async def get_task(task_id: Annotated[str, Path(max_length=64)], tasks: TasksDep, user: CurrentUser) -> TaskStatus:
+async def get_task(task_id: TaskId, tasks: TasksDep, user: CurrentUser) -> TaskStatus:
     """One of your background tasks: its status and, once completed, its answer."""
     return await tasks.get(task_id, owner=user.username)
