@@ -1,6 +1,5 @@
 """Fixtures for the advanced solution's tests: settings from keyword arguments, the app with its lifespan."""
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,16 +68,6 @@ def login(client: TestClient, username: str = "demo", password: str | None = Non
     )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of an SSE body; comments (keep-alive pings) are skipped."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
-        if "data" in fields:
-            events.append((fields.get("event", "message"), json.loads(fields["data"])))
-    return events
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.support.services import postgres_database
+from tests.support.sse import parse_sse
 from tests.support.stage import free_port
 
-from .conftest import login, make_settings, parse_sse
+from .conftest import login, make_settings
 
 
 def test_root_and_openapi_document_every_endpoint(client: TestClient) -> None:

@@ -20,9 +20,10 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from tests.support.openai_server import OpenAITestServer, run_openai_test_server
 from tests.support.services import RedisServer
+from tests.support.sse import parse_sse
 from tests.support.stage import free_port, run_stage, stop
 
-from .conftest import login, make_settings, metric_value, parse_sse
+from .conftest import login, make_settings, metric_value
 
 STAGE = Path(__file__).resolve().parents[1]
 TIMEOUT_SECONDS = 1.5

@@ -1,6 +1,5 @@
 """Fixtures for the medium solution's tests: settings from keyword arguments, the app with its lifespan."""
 
-import json
 import socket
 import threading
 import time
@@ -47,16 +46,6 @@ def app(settings: Settings) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as test_client:
         yield test_client
-
-
-def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of an SSE body; comments (keep-alive pings) are skipped."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
-        if "data" in fields:
-            events.append((fields.get("event", "message"), json.loads(fields["data"])))
-    return events
 
 
 def free_port() -> int:

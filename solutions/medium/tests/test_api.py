@@ -8,8 +8,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.models import MAX_QUERY_LENGTH
+from tests.support.sse import parse_sse
 
-from .conftest import make_settings, parse_sse
+from .conftest import make_settings
 
 QUERY = "/api/v1/query"
 
