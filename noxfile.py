@@ -177,3 +177,22 @@ def sensitivity(session: nox.Session) -> None:
     """
     session.install("-r", DEV_REQUIREMENTS)
     session.run("python", "-m", "grader.sensitivity", *session.posargs, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session
+def grade_all(session: nox.Session) -> None:
+    """Grade a class: `nox -s grade_all -- SUBMISSIONS --lab LAB [--jobs N] [--out DIR] [--format ...]`.
+
+    One folder or zip file per student under SUBMISSIONS, each graded in its own grader process with the
+    course's pins; writes gradebook.csv, feedback/, summary.txt and summary.png (default: build/grades/).
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    session.chdir(Path(session.invoked_from))
+    # A long interrupt timeout lets the batch stop every grader and stage it started before nox gives up on it.
+    session.run("python", "-m", "grader.batch", *session.posargs, env={"PYTHONPATH": str(ROOT)}, interrupt_timeout=40)
+
+
+@nox.session
+def gradescope_bundle(session: nox.Session) -> None:
+    """Build a lab's Gradescope autograder: `nox -s gradescope_bundle -- --lab LAB` writes build/gradescope-LAB.zip."""
+    session.run("python", "-m", "grader.gradescope_bundle", *session.posargs, env={"PYTHONPATH": str(ROOT)})

@@ -1,0 +1,1 @@
+"""GitHub Classroom: the workflow template students' repositories run, and its result for the reporter."""

@@ -1,0 +1,79 @@
+"""Build a lab's Gradescope autograder zip: `python -m grader.gradescope_bundle --lab LAB` (into build/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "grader" / "gradescope"
+LAB_LINE = "lab=${GRADER_LAB:-}"
+GRADER_NEEDS = ("httpx",)  # the grader's only third-party import; the lab's pins must hold it
+FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # the same inputs make the same zip, byte for byte
+EXECUTABLE, REGULAR = 0o100755, 0o100644
+
+
+def requirements(lab: str) -> str:
+    """The pins installed by setup.sh: the lab's own requirements.txt, checked to hold what the grader imports."""
+    text = (ROOT / f"solutions/{lab}/requirements.txt").read_text(encoding="utf-8")
+    pinned = {line.split("==", 1)[0].strip().lower() for line in text.splitlines() if "==" in line}
+    if missing := [name for name in GRADER_NEEDS if name not in pinned]:
+        raise SystemExit(f"solutions/{lab}/requirements.txt does not pin what the grader needs: {', '.join(missing)}")
+    return text
+
+
+def run_autograder(lab: str) -> str:
+    """The run_autograder script with the lab pinned (GRADER_LAB still overrides it)."""
+    script = (SCRIPTS / "run_autograder").read_text(encoding="utf-8")
+    if LAB_LINE not in script:
+        raise SystemExit(f"grader/gradescope/run_autograder has no `{LAB_LINE}` line to pin the lab on")
+    return script.replace(LAB_LINE, f"lab=${{GRADER_LAB:-{lab}}}", 1)
+
+
+def _grader_files() -> list[Path]:
+    """The grader package's sources (no caches, no packaging scripts)."""
+    package = ROOT / "grader"
+    return sorted(
+        path
+        for path in package.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.relative_to(package).parts[0] not in ("gradescope", "github")
+        and path.suffix in (".py", ".md")
+    )
+
+
+def _add(bundle: zipfile.ZipFile, name: str, text: str, mode: int = REGULAR) -> None:
+    info = zipfile.ZipInfo(name, FIXED_TIME)
+    info.external_attr, info.compress_type = mode << 16, zipfile.ZIP_DEFLATED
+    bundle.writestr(info, text)
+
+
+def build(lab: str, out: Path) -> Path:
+    """Write `out/gradescope-<lab>.zip`: setup.sh, run_autograder, requirements.txt and the grader package."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"gradescope-{lab}.zip"
+    with zipfile.ZipFile(target, "w") as bundle:
+        _add(bundle, "setup.sh", (SCRIPTS / "setup.sh").read_text(encoding="utf-8"), EXECUTABLE)
+        _add(bundle, "run_autograder", run_autograder(lab), EXECUTABLE)
+        _add(bundle, "requirements.txt", requirements(lab))
+        for path in _grader_files():
+            _add(bundle, path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8"))
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader.gradescope_bundle", description=__doc__)
+    parser.add_argument("--lab", choices=["medium", "advanced"], required=True, help="the lab the autograder grades")
+    parser.add_argument("--out", type=Path, default=ROOT / "build", help="the folder the zip goes to (build/)")
+    args = parser.parse_args(argv)
+    target = build(args.lab, args.out)
+    print(f"Gradescope autograder for the {args.lab} lab: {target} (upload it; Ubuntu base image)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
