@@ -73,16 +73,19 @@ class AgentService:
 
     async def process_query(self, request: QueryRequest, user: User) -> tuple[QueryResponse, CacheStatus]:
         """The answer, from the cache when an identical question met an identical context, else from a run."""
+        fresh = request.session_id is None  # a session this request creates: no history, no one else's
         request = await self.prepare(request, user)
         session_id = cast(str, request.session_id)
         # BEGIN SOLUTION TODO 8: answer from the cache on a hit (without running the agent), else run and store
         if not self.settings.cache_enabled:
             return await self._answer(request, user, cached=False), "BYPASS"
-        key = await self._cache_key(request, session_id)
+        history = [] if fresh else [str(message.text) for message in await self._conversation(session_id)]
+        key = self._cache_key(request, history)
         hit = await self.cache.get(key)
         if hit is not None:
             self.metrics.cache_hits.inc()
-            return await self._replay(request, user, QueryResponse.model_validate(hit)), "HIT"
+            answer = QueryResponse.model_validate(hit)
+            return await self._replay(request, user, answer, fresh=fresh, message_count=len(history) + 2), "HIT"
         self.metrics.cache_misses.inc()
         answer = await self._answer(request, user, cached=False)
         await self.cache.set(key, answer.model_dump(mode="json"), ttl=self.settings.cache_ttl)
@@ -92,8 +95,7 @@ class AgentService:
         # END STARTER
         # END SOLUTION
 
-    async def _cache_key(self, request: QueryRequest, session_id: str) -> str:
-        history = [message.text for message in await self._conversation(session_id)]
+    def _cache_key(self, request: QueryRequest, history: list[str]) -> str:
         return response_cache_key(
             self.cache,
             query=request.query,
@@ -179,15 +181,20 @@ class AgentService:
             metadata={**metadata, "cached": cached},
         )
 
-    async def _replay(self, request: QueryRequest, user: User, cached: QueryResponse) -> QueryResponse:
+    async def _replay(
+        self, request: QueryRequest, user: User, cached: QueryResponse, *, fresh: bool, message_count: int
+    ) -> QueryResponse:
         """Serve a cached answer without running the agent, recording the turn in the user's session."""
         started = time.perf_counter()
         session_id = cast(str, request.session_id)
-        async with self.sessions.lock(session_id):
-            await self._check_owner(session_id, user)
-            turn = [HumanMessage(content=request.query, id=uuid.uuid4().hex), AIMessage(content=cached.response)]
+        turn = [HumanMessage(content=request.query, id=uuid.uuid4().hex), AIMessage(content=cached.response)]
+        # A session made for this request (a new random id) can be neither contended nor someone else's.
+        async with contextlib.nullcontext() if fresh else self.sessions.lock(session_id):
+            if not fresh:
+                await self._check_owner(session_id, user)
+                message_count = len(await self._conversation(session_id)) + 2  # turns may have landed meanwhile
             await self.graph.aupdate_state(thread(session_id), {"messages": turn}, as_node=ANSWER_NODE)
-            await self._record_turn(session_id, user)
+            await self._record_turn(session_id, user, message_count)
         return cached.model_copy(
             update={
                 "session_id": session_id,
@@ -196,9 +203,12 @@ class AgentService:
             }
         )
 
-    async def _record_turn(self, session_id: str, user: User) -> None:
-        await self.sessions.record_turn(session_id, user.username, len(await self._conversation(session_id)))
-        self.metrics.active_sessions.set(await self.sessions.count())
+    async def _record_turn(self, session_id: str, user: User, message_count: int | None = None) -> None:
+        if message_count is None:
+            message_count = len(await self._conversation(session_id))
+        record = await self.sessions.record_turn(session_id, user.username, message_count)
+        if record.created_at == record.updated_at:  # a new session: the only time the count grows
+            self.metrics.active_sessions.set(await self.sessions.count())
 
     async def _run_events(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
         session_id = request.session_id or new_session_id()

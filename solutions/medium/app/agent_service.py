@@ -217,7 +217,11 @@ class AgentService:
                     # END SOLUTION
                     with contextlib.suppress(GraphRecursionError):  # a safety net: the graph stops itself first
                         turn = cast("AgentState", {"messages": [question]})
-                        stream = self.graph.astream(turn, config, stream_mode=["messages", "updates"])
+                        # One checkpoint write at the end of the turn, not one per step: a failed turn is rolled
+                        # back anyway, and per-step writes serialise concurrent runs on the database.
+                        stream = self.graph.astream(
+                            turn, config, stream_mode=["messages", "updates"], durability="exit"
+                        )
                         async for mode, payload in stream:
                             for chunk in self._chunks(mode, payload, run):
                                 queue.put_nowait(chunk)
