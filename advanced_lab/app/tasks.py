@@ -51,11 +51,6 @@ class TaskManager:
         result = QueryResponse.model_validate(row.result) if row.result else None
         return TaskStatus(task_id=row.task_id, status=row.status, result=result, error=row.error)
 
-    @property
-    def running(self) -> int:
-        """How many of this process's tasks are pending or running."""
-        return len(self._running)
-
     async def fail_stale(self) -> int:
         """Mark tasks left unfinished by a server that stopped (long untouched) as failed; how many."""
         cutoff = utcnow() - self._stale_after

@@ -62,6 +62,3 @@ class SessionStore:
         """Forget a session; False if there was none."""
         self._locks.pop(session_id, None)
         return self._records.pop(session_id, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._records)

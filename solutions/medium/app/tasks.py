@@ -35,11 +35,6 @@ class TaskManager:
             raise TaskNotFoundError(task_id)
         return status
 
-    @property
-    def running(self) -> int:
-        """How many tasks are pending or running."""
-        return len(self._running)
-
     async def shutdown(self) -> None:
         """Cancel unfinished tasks and mark them failed, so a client polling them learns what happened."""
         tasks = list(self._running.values())
