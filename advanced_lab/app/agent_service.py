@@ -90,7 +90,33 @@ class AgentService:
         )
 
     async def stream_query(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
-        """Stream a prepared request's run: start, tokens and steps, then exactly one done or error chunk."""
+        """Stream a prepared request's run: start, tokens and steps, then exactly one done or error chunk.
+
+        The run streams in a task of its own, and this generator only relays its chunks. A server that drops
+        a stream on disconnect leaves this generator to be closed by the garbage collector, which would also
+        close every generator nested inside it, each in a task of its own and in no set order, and the
+        session lock among them would be closed twice at once. Here, closing cancels the task, and the run
+        unwinds in order inside it.
+        """
+        queue: asyncio.Queue[StreamChunk | None] = asyncio.Queue()
+
+        async def relay() -> None:
+            try:
+                async for chunk in self._chunks_of(request, user):
+                    queue.put_nowait(chunk)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(relay(), name=f"stream-{request.session_id}")
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _chunks_of(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
         session_id = cast(str, request.session_id)
         try:
             async with contextlib.aclosing(self._run_events(request, user)) as events:
