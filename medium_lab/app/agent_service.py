@@ -11,14 +11,13 @@ from typing import Any, Literal, cast
 
 import httpx
 import openai
-from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphRecursionError
 
-from .agent import AgentState, build_agent_graph, create_chat_model, default_tools, model_name
+from .agent import AgentState, TokenUsage, build_agent_graph, create_chat_model, default_tools, model_name
 from .config import Settings
 from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError, UpstreamError
 from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, SessionSummary, StreamChunk
@@ -43,11 +42,11 @@ class _Run:
     steps: list[str] = field(default_factory=list)
     tools_used: list[str] = field(default_factory=list)
     stop_reason: Literal["completed", "max_iterations"] = "completed"
-    usage: UsageMetadataCallbackHandler = field(default_factory=UsageMetadataCallbackHandler)
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
     @property
     def tokens_used(self) -> int:
-        return sum(usage["total_tokens"] for usage in self.usage.usage_metadata.values())
+        return self.usage.total_tokens
 
 
 class AgentService:

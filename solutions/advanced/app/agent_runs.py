@@ -9,14 +9,13 @@ from typing import Any, Literal, cast
 
 import httpx
 import openai
-from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
 from langgraph.graph.state import CompiledStateGraph
 from opentelemetry import trace
 
-from .agent import AgentState
+from .agent import AgentState, TokenUsage
 from .exceptions import AgentTimeoutError, UpstreamError
 from .logging_config import get_logger
 from .models import StreamChunk
@@ -46,11 +45,11 @@ class Run:
     steps: list[str] = field(default_factory=list)
     tools_used: list[str] = field(default_factory=list)
     stop_reason: Literal["completed", "max_iterations"] = "completed"
-    usage: UsageMetadataCallbackHandler = field(default_factory=UsageMetadataCallbackHandler)
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
     @property
     def tokens_used(self) -> int:
-        return sum(usage["total_tokens"] for usage in self.usage.usage_metadata.values())
+        return self.usage.total_tokens
 
 
 class AgentRunner:

@@ -132,8 +132,9 @@ async def test_fifty_concurrent_uncached_queries_do_not_block_each_other(tmp_pat
     assert fifty < one * 6, f"50 concurrent took {fifty:.2f}s; one took {one:.2f}s"
 
 
-def test_disconnect_stops_the_agent_run(tmp_path: Path) -> None:
-    """Closing the connection mid-stream cancels the run within a second; the turn is not saved."""
+def test_disconnect_stops_the_agent_run(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Closing the connection mid-stream cancels the run within a second; the turn is not saved; and a client
+    leaving is no error: nothing is logged at error level."""
     app = create_app(
         make_settings(tmp_path / "d.db", offline_llm_first_token_delay_ms=10, offline_llm_token_delay_ms=100)
     )
@@ -165,6 +166,8 @@ def test_disconnect_stops_the_agent_run(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+    logged = capfd.readouterr().out
+    assert '"level":"error"' not in logged and "Traceback" not in logged, logged[-3000:]
 
 
 def test_oversized_bodies_get_413_error_response(tmp_path: Path) -> None:
