@@ -21,6 +21,7 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
             # WAL lets readers and one writer from several processes share the file.
             await connection.execute("PRAGMA journal_mode=WAL")
             await connection.execute("PRAGMA busy_timeout=30000")
+            await connection.execute("PRAGMA synchronous=NORMAL")  # as the app's engine (see database.py)
             sqlite_saver = AsyncSqliteSaver(connection)
             await sqlite_saver.setup()
             yield sqlite_saver

@@ -44,8 +44,8 @@ def test_upstream_failure_keeps_the_session_whole(client: TestClient) -> None:
     _run(client, service.process_query(QueryRequest(query="hello", session_id="s1"), DEMO))
     failing = AgentService(
         service.settings,
-        checkpointer=service.checkpointer,
-        sessions=service.sessions,
+        checkpointer=service.conversations.checkpointer,
+        sessions=service.conversations.sessions,
         cache=service.cache,
         metrics=service.metrics,
         model=FailingWriter(),

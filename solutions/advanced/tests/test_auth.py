@@ -188,15 +188,23 @@ def test_a_real_rs256_token_gets_401(client: TestClient) -> None:
     _assert_401(client.get(ME, headers={"Authorization": f"Bearer {_token({}, key=pem.decode(), algorithm='RS256')}"}))
 
 
-def test_a_deleted_users_token_gets_401(client: TestClient, database: Path) -> None:
-    """A token stays signed after its user is deleted, but it no longer lets anyone in (nor on the agent's routes)."""
-    headers = login(client, "alice")
-    assert client.get(ME, headers=headers).status_code == 200
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("DELETE FROM users WHERE username = 'alice'").rowcount == 1
-    _assert_401(client.get(ME, headers=headers))
-    _assert_401(client.get("/api/v1/sessions", headers=headers))
-    _assert_401(client.post("/api/v1/query", json={"query": "hi"}, headers=headers))
+@pytest.mark.parametrize("user_cache_seconds", [0.0, 0.5])
+def test_a_deleted_users_token_gets_401(tmp_path: Path, user_cache_seconds: float) -> None:
+    """A token stays signed after its user is deleted, but it no longer lets anyone in (nor on the agent's routes):
+    at once without the user cache, and once the cached row is older than USER_CACHE_SECONDS with it."""
+    database = tmp_path / "lab.db"
+    settings = make_settings(database, user_cache_seconds=user_cache_seconds)
+    with TestClient(create_app(settings)) as client:
+        headers = login(client, "alice")
+        assert client.get(ME, headers=headers).status_code == 200
+        with sqlite3.connect(database) as connection:
+            assert connection.execute("DELETE FROM users WHERE username = 'alice'").rowcount == 1
+        if user_cache_seconds:
+            assert client.get(ME, headers=headers).status_code == 200  # the row read a moment ago, reused
+            time.sleep(user_cache_seconds + 0.1)
+        _assert_401(client.get(ME, headers=headers))
+        _assert_401(client.get("/api/v1/sessions", headers=headers))
+        _assert_401(client.post("/api/v1/query", json={"query": "hi"}, headers=headers))
 
 
 @pytest.mark.parametrize(
