@@ -45,26 +45,27 @@ def _client(url: str, token: str, connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60)
 
 
-async def _concurrency(url: str, token: str, count: int, singles: int) -> Concurrency:
+async def _concurrency(url: str, token: str, count: int, singles: int, first: int) -> Concurrency:
     problems: list[str] = []
     async with _client(url, token, count) as client:
-        await _ask(client, uncached_question(10_000), problems)  # warm-up: first-use costs are not the point
+        await _ask(client, uncached_question(first + 10_000), problems)  # warm-up: first-use costs are not the point
         times = []
         for index in range(singles):
             started = time.perf_counter()
-            await _ask(client, uncached_question(10_001 + index), problems)
+            await _ask(client, uncached_question(first + 10_001 + index), problems)
             times.append(time.perf_counter() - started)
         # Open the connections first, so the concurrent run measures the service and not TCP handshakes.
         await asyncio.gather(*(client.get("/health") for _ in range(count)))
         started = time.perf_counter()
-        await asyncio.gather(*(_ask(client, uncached_question(index), problems) for index in range(count)))
+        await asyncio.gather(*(_ask(client, uncached_question(first + index), problems) for index in range(count)))
         concurrent = time.perf_counter() - started
     return Concurrency(statistics.median(times), concurrent, count, problems)
 
 
-def measure_concurrency(url: str, token: str, *, count: int = 50, singles: int = 3) -> Concurrency:
-    """One uncached query at a time (median of `singles`), then `count` different ones at once."""
-    return asyncio.run(_concurrency(url, token, count, singles))
+def measure_concurrency(url: str, token: str, *, count: int = 50, singles: int = 3, first: int = 0) -> Concurrency:
+    """One uncached query at a time (median of `singles`), then `count` different ones at once; the questions
+    are numbered from `first`, so that runs with different `first` values never meet each other's answers."""
+    return asyncio.run(_concurrency(url, token, count, singles, first))
 
 
 @dataclass(frozen=True)

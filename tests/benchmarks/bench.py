@@ -27,6 +27,8 @@ from tests.support.services import redis_server
 
 CACHED_QUERY = "What is 12 * 7?"
 GOAL_THROUGHPUT, GOAL_CONCURRENCY, GOAL_TTFT_MS = 0.5, 1.5, 5.0
+# Where the solution keeps the cache-hit turns it writes behind (app/pending_turns.py).
+PENDING_QUEUE, PENDING_TURNS = "agent:pending:queue", "agent:pending:turn:*"
 _COUNTER = re.compile(r"^(cache_hits_total|cache_misses_total)\s+(\S+)$", re.MULTILINE)
 
 USAGE = """\
@@ -92,25 +94,67 @@ def prime(url: str, token: str, redis_url: str) -> bytes:
     return second.content
 
 
+@dataclass(frozen=True)
+class WriteBehind:
+    """The solution's deferred work after a run: turns still pending, how long and how much CPU writing them took."""
+
+    turns: int
+    seconds: float
+    cpu_seconds: float
+
+
 @dataclass
 class Rounds:
     """The measured runs of each target, in round order, and the warm-up runs (checked, not reported)."""
 
     measured: dict[str, list[LoadResult]]
     warm_ups: dict[str, list[LoadResult]]
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # the server's CPU seconds in each measured run
+    write_behind: list[WriteBehind] = field(default_factory=list)  # after each measured solution run
 
     def all_runs(self) -> list[LoadResult]:
         return [run for runs in (*self.measured.values(), *self.warm_ups.values()) for run in runs]
 
 
-def run_rounds(args: argparse.Namespace, generator: LoadGenerator, targets: list[Target]) -> Rounds:
-    """Warm up and measure each target in turn, A B A B, `rounds` times."""
-    rounds = Rounds({target.name: [] for target in targets}, {target.name: [] for target in targets})
+class PendingWatch:
+    """Waits until the solution has written every cache-hit turn it deferred (app/pending_turns.py)."""
+
+    def __init__(self, redis_url: str, pid: int, limit: float = 300.0) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.pid, self.limit = pid, limit
+
+    def pending(self) -> int:
+        queued = int(self.client.llen(PENDING_QUEUE))
+        return queued or sum(1 for _ in self.client.scan_iter(match=PENDING_TURNS, count=1000))
+
+    def settle(self) -> WriteBehind:
+        """Block until nothing is pending (or the limit passes); what that took."""
+        turns, started, cpu = self.pending(), time.monotonic(), servers.cpu_seconds(self.pid) or 0.0
+        while self.pending() and time.monotonic() - started < self.limit:
+            time.sleep(0.1)
+        if left := self.pending():
+            raise RuntimeError(f"{left} turns still pending after {self.limit:.0f} s")
+        return WriteBehind(turns, time.monotonic() - started, (servers.cpu_seconds(self.pid) or 0.0) - cpu)
+
+
+def run_rounds(
+    args: argparse.Namespace, generator: LoadGenerator, targets: list[Target], pids: dict[str, int], watch: PendingWatch
+) -> Rounds:
+    """Warm up and measure each target in turn, A B A B, `rounds` times.
+
+    After every solution run, its deferred writes are left to finish before anything else runs, so that they
+    neither overlap the baseline's run nor go unreported.
+    """
+    rounds = Rounds({t.name: [] for t in targets}, {t.name: [] for t in targets}, {t.name: [] for t in targets})
     for round_number in range(1, args.rounds + 1):
         for target in targets:
             if args.warmup > 0:
                 rounds.warm_ups[target.name].append(generator.run(target, args.warmup))
+                if target.name == "solution":
+                    watch.settle()
+            cpu_before = servers.cpu_seconds(pids[target.name]) or 0.0
             result = generator.run(target, args.seconds)
+            rounds.cpu[target.name].append((servers.cpu_seconds(pids[target.name]) or 0.0) - cpu_before)
             rounds.measured[target.name].append(result)
             print(
                 f"  round {round_number} {target.name:<9} {result.requests_per_second:9.1f} req/s  "
@@ -118,6 +162,14 @@ def run_rounds(args: argparse.Namespace, generator: LoadGenerator, targets: list
                 f"errors {result.errors}",
                 flush=True,
             )
+            if target.name == "solution":
+                deferred = watch.settle()
+                rounds.write_behind.append(deferred)
+                print(
+                    f"          then {deferred.turns} turns still pending, written in {deferred.seconds:.2f} s "
+                    f"using {deferred.cpu_seconds:.2f} s of the worker's CPU",
+                    flush=True,
+                )
     return rounds
 
 
@@ -137,7 +189,32 @@ def summarise_cached(rounds: Rounds, verdicts: Verdicts) -> None:
     ]
     ratio = statistics.median(per_round)
     print(f"per-round ratios solution/baseline: {', '.join(f'{value:.3f}' for value in per_round)}")
+    summarise_cpu(rounds)
     verdicts.add("cached_throughput solution/baseline", ratio, f">= {GOAL_THROUGHPUT}", ratio >= GOAL_THROUGHPUT)
+
+
+def summarise_cpu(rounds: Rounds) -> None:
+    """The server's CPU per request, which other work on the machine disturbs far less than req/s, and the
+    solution's again with the write-behind it deferred: what a cached answer in a new session costs in all."""
+    if not all(rounds.cpu.values()) or not all(rounds.cpu["solution"]):
+        print("CPU per request: not measured (no /proc here)")
+        return
+
+    def per_request(name: str, extra: list[float] | None = None) -> float:
+        runs, cpu = rounds.measured[name], rounds.cpu[name]
+        extra = extra or [0.0] * len(runs)
+        return statistics.median((c + e) / max(r.requests, 1) * 1000 for r, c, e in zip(runs, cpu, extra, strict=True))
+
+    solution, baseline = per_request("solution"), per_request("baseline")
+    deferred = [w.cpu_seconds for w in rounds.write_behind]
+    in_all = per_request("solution", deferred)
+    print(
+        f"CPU per request (median over rounds): solution {solution:.3f} ms, baseline {baseline:.3f} ms, "
+        f"ratio baseline/solution {baseline / solution:.3f}\n"
+        f"  with the write-behind of its new sessions counted: solution {in_all:.3f} ms per request, "
+        f"ratio {baseline / in_all:.3f} (the throughput a worker could sustain if every cached answer started a "
+        "session, forever)"
+    )
 
 
 def check_hits(url: str, token: str, before: dict[str, float], rounds: Rounds, verdicts: Verdicts) -> None:
@@ -161,7 +238,7 @@ def cached_benchmark(args: argparse.Namespace, redis_url: str, folder: Path, ver
     """The same cached request against the solution (A) and the baseline (B) in turns."""
     generator = load_generator(args.loadgen, threads=args.threads, connections=args.connections)
     env = servers.solution_env(redis_url, folder / "bench.db")
-    with servers.solution(env) as stage, servers.baseline(redis_url) as baseline_url:
+    with servers.solution(env) as stage, servers.baseline(redis_url) as (baseline_url, baseline_pid):
         token = servers.login(stage.url)
         body = prime(stage.url, token, redis_url)
         baseline_answer = httpx.post(f"{baseline_url}/api/v1/query", json={"query": CACHED_QUERY}, timeout=10)
@@ -179,7 +256,8 @@ def cached_benchmark(args: argparse.Namespace, redis_url: str, folder: Path, ver
             Target("baseline", f"{baseline_url}/api/v1/query", request),
         ]
         before = cache_counters(stage.url)
-        rounds = run_rounds(args, generator, targets)
+        pids = {"solution": stage.process.pid, "baseline": baseline_pid}
+        rounds = run_rounds(args, generator, targets, pids, PendingWatch(redis_url, stage.process.pid))
         check_hits(stage.url, token, before, rounds, verdicts)
         summarise_cached(rounds, verdicts)
         zero = [sample.milliseconds for sample in measure_ttft(stage.url, token, samples=args.ttft_samples)]

@@ -63,8 +63,8 @@ def solution(env: dict[str, str]) -> Iterator[StageProcess]:
 
 
 @contextmanager
-def baseline(redis_url: str, timeout: float = 30) -> Iterator[str]:
-    """The baseline app as `uvicorn --workers 1 --no-access-log`; yields its base URL, then stops it by PID."""
+def baseline(redis_url: str, timeout: float = 30) -> Iterator[tuple[str, int]]:
+    """The baseline app as `uvicorn --workers 1 --no-access-log`; yields its base URL and PID, then stops it."""
     port = free_port()
     command = [
         sys.executable,
@@ -87,13 +87,23 @@ def baseline(redis_url: str, timeout: float = 30) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for_health(url, process, timeout)
-            yield url
+            yield url, process.pid
         except RuntimeError:
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-4000:])
             raise
         finally:
             stop(process)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user + system) a process has used so far, from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3 of stat(5), utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
