@@ -67,6 +67,7 @@ class AgentRunner:
         self.timeout_seconds = timeout_seconds
         self.provider = provider
         self.tracer = tracer
+        self._untraced = isinstance(tracer, trace.NoOpTracer)
 
     async def events(self, question: HumanMessage, max_iterations: int, run: Run) -> AsyncGenerator[StreamChunk]:
         """The turn's chunks; the graph runs in its own task, so the deadline and a disconnect cancel it."""
@@ -74,7 +75,8 @@ class AgentRunner:
         config: RunnableConfig = {
             **thread(run.session_id),
             "recursion_limit": max_iterations + 1,  # LangGraph counts the input step too
-            "callbacks": [run.usage, NodeSpanHandler(self.tracer)],
+            # Node spans only when tracing is on: LangChain checks every handler on every model call and event.
+            "callbacks": [run.usage] if self._untraced else [run.usage, NodeSpanHandler(self.tracer)],
         }
 
         async def produce() -> None:
