@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
 from opentelemetry import trace
 
 from .agent import AgentState, TokenUsage
@@ -46,6 +47,9 @@ class Run:
     tools_used: list[str] = field(default_factory=list)
     stop_reason: Literal["completed", "max_iterations"] = "completed"
     usage: TokenUsage = field(default_factory=TokenUsage)
+    # False for a JSON answer: the answer comes whole from the writer's update, and the model is not asked to
+    # stream, which spares a callback and a chunk per token.
+    tokens: bool = True
 
     @property
     def tokens_used(self) -> int:
@@ -87,9 +91,8 @@ class AgentRunner:
                             turn = cast("AgentState", {"messages": [question]})
                             # One checkpoint write at the end of the turn, not one per step: a failed turn is rolled
                             # back anyway, and per-step writes serialise concurrent runs on the database.
-                            stream = self.graph.astream(
-                                turn, config, stream_mode=["messages", "updates"], durability="exit"
-                            )
+                            modes: list[StreamMode] = ["messages", "updates"] if run.tokens else ["updates"]
+                            stream = self.graph.astream(turn, config, stream_mode=modes, durability="exit")
                             async for mode, payload in stream:
                                 for chunk in self._chunks(mode, payload, run):
                                     queue.put_nowait(chunk)
@@ -137,6 +140,11 @@ class AgentRunner:
                 if isinstance(message, ToolMessage) and message.name:
                     run.tools_used.append(message.name)
             chunks.append(StreamChunk(type="step", content=node, session_id=run.session_id))
+            if node == ANSWER_NODE and not run.tokens:
+                for message in (update or {}).get("messages", []):
+                    if isinstance(message, AIMessage) and message.text:
+                        run.pieces.append(message.text)
+                        chunks.append(StreamChunk(type="token", content=message.text, session_id=run.session_id))
         return chunks
 
     def _translate(self, exc: BaseException) -> BaseException:

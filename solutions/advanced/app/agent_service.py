@@ -190,7 +190,7 @@ class AgentService:
 
     async def _answer(self, request: QueryRequest, user: User, *, cached: bool) -> QueryResponse:
         done: StreamChunk | None = None
-        async with contextlib.aclosing(self._run_events(request, user)) as events:
+        async with contextlib.aclosing(self._run_events(request, user, tokens=False)) as events:
             async for chunk in events:
                 done = chunk
         if done is None or done.type != "done":
@@ -224,9 +224,11 @@ class AgentService:
             }
         )
 
-    async def _run_events(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
+    async def _run_events(
+        self, request: QueryRequest, user: User, *, tokens: bool = True
+    ) -> AsyncGenerator[StreamChunk]:
         session_id = request.session_id or new_session_id()
-        run = Run(session_id=session_id)
+        run = Run(session_id=session_id, tokens=tokens)
         question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
         meta = {"provider": self.provider, "model": self.model_name}
         outcome = "error"

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 
 from app.agent import OfflineChatModel
 from app.agent_service import AgentService
@@ -20,13 +21,18 @@ ALICE = User("alice", "Alice Example", disabled=False)
 
 
 class FailingWriter(OfflineChatModel):
-    """Fails like an unreachable provider on the writer's call (the one without tools)."""
+    """Fails like an unreachable provider on the writer's call (the one without tools), streamed or not."""
 
     async def _astream(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         if not kwargs.get("tools"):
             raise httpx.ConnectError("connection refused")
         async for chunk in super()._astream(messages, *args, **kwargs):
             yield chunk
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        if not kwargs.get("tools"):
+            raise httpx.ConnectError("connection refused")
+        return await super()._agenerate(messages, *args, **kwargs)
 
 
 def _service(client: TestClient) -> AgentService:
