@@ -79,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tracer=tracer,
             )
             if pending is not None:
-                await stack.enter_async_context(writing_behind(pending, service.conversations.fold, in_flight.idle))
+                await stack.enter_async_context(
+                    writing_behind(pending, service.conversations.fold, in_flight.idle, embedded=embedded)
+                )
             tasks = TaskManager(db, stale_after_seconds=settings.agent_timeout_seconds + 60)
             stack.push_async_callback(tasks.shutdown)
             await tasks.fail_stale()

@@ -9,6 +9,7 @@ the app; with the embedded one (`memory://`) they are all written at shutdown.
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,14 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[2])
 return redis.call('INCR', KEYS[4])
+"""
+# KEYS: the turn, the owner's set, the count. ARGV: the session. Only the taker that deletes the turn counts it.
+_FORGET = """
+if redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('DECR', KEYS[3])
+end
+return 1
 """
 
 
@@ -54,6 +63,7 @@ class PendingTurns:
         self._queue = f"{namespace}:queue"
         self._count = f"{namespace}:count"
         self._record = client.register_script(_RECORD)
+        self._forget = client.register_script(_FORGET)
 
     def _turn_key(self, session_id: str) -> str:
         return f"{self.namespace}:turn:{session_id}"
@@ -80,21 +90,23 @@ class PendingTurns:
         return sorted(_text(member) for member in await self.client.smembers(self._owner_key(owner)))
 
     async def forget(self, turn: PendingTurn) -> None:
-        """Drop a turn that has been written to the database."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.delete(self._turn_key(turn.session_id))
-            pipe.srem(self._owner_key(turn.owner), turn.session_id)
-            pipe.decr(self._count)
-            await pipe.execute()
+        """Drop a turn that has been written to the database (once, however many wrote it)."""
+        keys = [self._turn_key(turn.session_id), self._owner_key(turn.owner), self._count]
+        await self._forget(keys=keys, args=[turn.session_id])
 
     async def count(self) -> int:
         """How many sessions have a pending turn (and no row in the database yet)."""
         return int(await self.client.get(self._count) or 0)
 
     async def all_sessions(self) -> list[str]:
-        """Every session with a pending turn, queued or not (a walk over the keys: for shutdown only)."""
+        """Every session with a pending turn, queued or not (a walk over the keys: at start and shutdown only)."""
         prefix = self._turn_key("")
         return [_text(key)[len(prefix) :] async for key in self.client.scan_iter(match=f"{prefix}*", count=1000)]
+
+    async def requeue(self, sessions: list[str]) -> None:
+        """Queue sessions again (a session queued twice is written once: the second taker finds nothing)."""
+        if sessions:
+            await self.client.rpush(self._queue, *sessions)
 
     async def next_sessions(self, count: int) -> list[str]:
         """Take up to `count` sessions off the queue (each goes to one taker, in any worker)."""
@@ -156,8 +168,19 @@ async def drain(pending: PendingTurns, fold: Fold) -> int:
 
 
 @asynccontextmanager
-async def writing_behind(pending: PendingTurns, fold: Fold, idle: Callable[[], bool]) -> AsyncIterator[None]:
-    """Run `write_behind` for the application's life, and write whatever is still pending when it ends."""
+async def writing_behind(
+    pending: PendingTurns, fold: Fold, idle: Callable[[], bool], *, embedded: bool
+) -> AsyncIterator[None]:
+    """Run `write_behind` for the application's life.
+
+    An embedded Redis dies with the process, so whatever is pending is written at shutdown. A real one keeps
+    pending turns across restarts; a crash can leave some off the queue, so they are queued again at start.
+    """
+    if not embedded:
+        with contextlib.suppress(RedisError):
+            await pending.requeue(orphans := await pending.all_sessions())
+            if orphans:
+                logger.info("pending turns queued again at start", sessions=len(orphans))
     stop = asyncio.Event()
     task = asyncio.create_task(write_behind(pending, fold, idle, stop), name="pending-turns")
     try:
@@ -165,7 +188,7 @@ async def writing_behind(pending: PendingTurns, fold: Fold, idle: Callable[[], b
     finally:
         stop.set()
         await task
-        if written := await drain(pending, fold):
+        if embedded and (written := await drain(pending, fold)):
             logger.info("pending turns written at shutdown", sessions=written)
 
 

@@ -132,3 +132,26 @@ def test_an_embedded_redis_with_several_workers_writes_at_once(tmp_path: Path) -
         client.post("/api/v1/query", json={"query": QUESTION}, headers=headers)
         sid = _hit(client, headers)
         assert sid in _session_rows(database)
+
+
+@pytest.mark.service
+def test_a_turn_taken_off_the_queue_by_a_crashed_worker_is_written_after_a_restart(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """A real Redis: a turn whose queue entry a dying worker had taken is queued again at the next start, and
+    written behind without anyone reading its session."""
+    database = tmp_path / "lab.db"
+    turn = PendingTurn("orphaned-session", "demo", "hello", "q-2", "Hi! How can I help?", datetime.now(UTC))
+    anyio.run(_record_and_take, redis.url, turn)
+    with TestClient(create_app(make_settings(database, redis_url=redis.url))):
+        _wait_until(lambda: turn.session_id in _session_rows(database))
+
+
+async def _record_and_take(url: str, turn: PendingTurn) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        pending = PendingTurns(client)
+        await pending.record(turn)
+        assert await pending.next_sessions(10) == [turn.session_id]  # taken, and then the worker died
+    finally:
+        await client.aclose()
