@@ -136,7 +136,9 @@ def grade(session: nox.Session) -> None:
 
 @nox.session
 def docker_check(session: nox.Session) -> None:
-    """Check docker/ without a Docker engine (hadolint, compose schema, promtool, the image's CMD run here).
+    """Check the image (solutions/advanced/Dockerfile) and docker/ without a Docker engine.
+
+    hadolint, the compose schema, promtool, and the image's CMD run here with the compose environment.
 
     `-- STEP ...` runs some steps only; a missing tool skips its step, except in CI (CI=true), where it fails.
     """

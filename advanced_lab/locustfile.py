@@ -69,22 +69,5 @@ class AgentUser(HttpUser):
 @events.quitting.add_listener
 def enforce_budgets(environment: Environment, **_: object) -> None:
     """Set a failing exit code when the run broke its error-rate or p95 budget."""
-    stats = environment.stats.total
-    max_error_rate = float(os.environ.get("LOAD_MAX_ERROR_RATE", "0.01"))
-    max_p95_ms = float(os.environ.get("LOAD_MAX_P95_MS", "2000"))
-    p95 = stats.get_response_time_percentile(0.95) or 0.0
-    broken = []
-    if stats.num_requests == 0:
-        broken.append("no request was made")
-    if stats.fail_ratio > max_error_rate:
-        broken.append(f"error rate {stats.fail_ratio:.2%} > {max_error_rate:.2%}")
-    if p95 > max_p95_ms:
-        broken.append(f"p95 {p95:.0f} ms > {max_p95_ms:.0f} ms")
-    summary = f"requests={stats.num_requests} error_rate={stats.fail_ratio:.2%} p95={p95:.0f}ms"
-    if broken:
-        print(f"LOAD BUDGET FAILED: {'; '.join(broken)} ({summary})")
-        environment.process_exit_code = 1
-    else:
-        print(f"LOAD BUDGET MET: {summary}")
-        # Locust exits 1 on any failed request; failures within the error-rate budget are allowed.
-        environment.process_exit_code = 0
+    # TODO 30: exit 1 and print LOAD BUDGET FAILED when the run breaks its error-rate or p95 budget
+    # Until then Locust decides alone: exit 1 on any failed request, whatever the budgets say.

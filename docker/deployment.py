@@ -15,8 +15,9 @@ import yaml  # type: ignore[import-untyped]
 DOCKER = Path(__file__).resolve().parent
 ROOT = DOCKER.parent
 CONTEXT = ROOT / "solutions" / "advanced"  # the api image's build context (docker-compose.yml says so too)
-DOCKERFILE = DOCKER / "Dockerfile"
-IGNORE_FILE = DOCKER / "Dockerfile.dockerignore"
+# The image is part of the lab (its TODO is in the Dockerfile), so both files live in the solution's folder.
+DOCKERFILE = CONTEXT / "Dockerfile"
+IGNORE_FILE = CONTEXT / ".dockerignore"
 COMPOSE, SCALE = DOCKER / "docker-compose.yml", DOCKER / "docker-compose.scale.yml"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "agent-api.json"
 ALERTS = DOCKER / "prometheus" / "alerts.yml"

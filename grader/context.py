@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ class Context:
     anon: httpx.AsyncClient = field(init=False)
     api: httpx.AsyncClient = field(init=False)
     tokens: dict[str, str] = field(default_factory=dict)
-    _memo: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     @property
     def secret_key(self) -> str:
@@ -49,6 +50,10 @@ class Context:
         self.api = httpx.AsyncClient(base_url=self.url, timeout=REQUEST_TIMEOUT, limits=limits)
 
     async def aclose(self) -> None:
+        unfinished = [task for task in self._memo.values() if not task.done()]  # their checks timed out
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
         await self.anon.aclose()
         await self.api.aclose()
 
@@ -82,10 +87,14 @@ class Context:
         return {"Authorization": f"Bearer {token}"}
 
     async def memo(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
-        """Compute once per server start what several checks observe (one stream, one load run)."""
+        """Compute once per server start what several checks observe (one stream, one load run).
+
+        Checks that ask at the same time (`alongside` ones) share the one computation; one of them timing out
+        does not cancel it for the others.
+        """
         if key not in self._memo:
-            self._memo[key] = await compute()
-        return cast("T", self._memo[key])
+            self._memo[key] = asyncio.ensure_future(compute())
+        return cast("T", await asyncio.shield(self._memo[key]))
 
     def remember(self, key: str, value: object) -> None:
         self.notes[key] = value

@@ -17,7 +17,7 @@ Lab = Literal["medium", "advanced"]
 Status = Literal["passed", "failed", "skipped"]
 BOTH_LABS: tuple[Lab, ...] = ("medium", "advanced")
 ADVANCED: tuple[Lab, ...] = ("advanced",)
-PROFILE_ORDER = ("main", "limits", "upstream", "redis_down", "restart")
+PROFILE_ORDER = ("main", "limits", "upstream", "redis_down", "restart", "image")
 LOGIN_CHECK = "auth.login"
 CheckFunction = Callable[["Context"], Awaitable[None]]
 Hint = str | Mapping[Lab, str]  # where to look: the same for both labs, or one per lab
@@ -48,6 +48,9 @@ class Check:
     timeout: float = 20.0
     hint: Hint = field(default="", compare=False)  # a per-lab mapping is not hashable
     public: bool = False  # needs no login in the advanced lab
+    # When its turn comes, runs while the checks after it do: for slow checks that time nothing and disturb no
+    # timing (the load test's Locust runs), so that they cost little wall time.
+    alongside: bool = False
 
     @property
     def module(self) -> str:
@@ -75,6 +78,7 @@ def check(
     timeout: float = 20.0,
     hint: Hint = "",
     public: bool = False,
+    alongside: bool = False,
 ) -> Callable[[CheckFunction], CheckFunction]:
     """Register an async check function as `<module>.<name>`; a bare name in `depends_on` means this module."""
 
@@ -83,7 +87,9 @@ def check(
         check_id = f"{module}.{function.__name__}"
         title = (function.__doc__ or check_id).strip().splitlines()[0]
         needs = tuple(name if "." in name else f"{module}.{name}" for name in depends_on)
-        REGISTRY[check_id] = Check(check_id, title, points, function, needs, labs, profile, timeout, hint, public)
+        REGISTRY[check_id] = Check(
+            check_id, title, points, function, needs, labs, profile, timeout, hint, public, alongside
+        )
         return function
 
     return register
@@ -170,11 +176,19 @@ def select(lab: Lab, only: Iterable[str] = (), registry: dict[str, Check] | None
     return sorted(ordered, key=lambda c: PROFILE_ORDER.index(c.profile))  # stable: keeps the order within a profile
 
 
+def blocked_by(check: Check, lab: Lab, results: Mapping[str, CheckResult]) -> list[str]:
+    """The prerequisites of `check` that have run and did not pass."""
+    return [name for name in check.dependencies(lab) if name in results and results[name].status != "passed"]
+
+
+def skipped(check: Check, blocked: list[str]) -> CheckResult:
+    return CheckResult(check, "skipped", 0.0, reason=f"needs {', '.join(blocked)} to pass first")
+
+
 async def run_check(check: Check, ctx: Context, results: dict[str, CheckResult]) -> CheckResult:
     """Run one check under its timeout; skip it when a prerequisite did not pass. Never raises for the stage."""
-    blocked = [name for name in check.dependencies(ctx.lab) if name in results and results[name].status != "passed"]
-    if blocked:
-        return CheckResult(check, "skipped", 0.0, reason=f"needs {', '.join(blocked)} to pass first")
+    if blocked := blocked_by(check, ctx.lab, results):
+        return skipped(check, blocked)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(check.timeout):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import Context
-from .core import PROFILE_ORDER, Check, CheckResult, Lab, Report, run_check
+from .core import PROFILE_ORDER, Check, CheckResult, Lab, Report, blocked_by, run_check, skipped
 from .profiles import PROFILES, Profile, prepared
 from .runner import StageStartError, run_stage
 
@@ -52,17 +52,38 @@ class _Grading:
 
     async def start(self, profile: Profile, stack: AsyncExitStack) -> Context:
         """Start the stage with the profile; `stack` stops it (and closes what it used) when it closes."""
-        setup = await stack.enter_async_context(prepared(profile, self.secret_key, self.data))
-        running = await stack.enter_async_context(run_stage(self.stage, setup.env, start_timeout=self.start_timeout))
+        setup = await stack.enter_async_context(prepared(profile, self.secret_key, self.data, self.stage))
+        running = await stack.enter_async_context(
+            run_stage(self.stage, setup.env, start_timeout=self.start_timeout, command=setup.command)
+        )
         self.say(f"the stage answers on {running.url} ({profile.name} profile: {profile.purpose})")
         ctx = Context(self.stage, running.url, self.lab, profile, setup, running.log, self.notes)
         stack.push_async_callback(ctx.aclose)
-        await ctx.log_in_demo_users()
+        if not profile.image:  # the image's checks need no login, and its start is busy enough
+            await ctx.log_in_demo_users()
         return ctx
 
     async def check(self, ctx: Context, batch: list[Check]) -> None:
-        for check in batch:
-            self.record(await run_check(check, ctx, self.results))
+        """The batch's checks in order, except that an `alongside` check, once its turn comes and the checks it
+        needs are done, runs while the later ones do; a check that needs one waits for it."""
+        pending: dict[str, asyncio.Task[None]] = {}
+        try:
+            for check in batch:
+                needed = [pending[name] for name in check.dependencies(ctx.lab) if name in pending]
+                if check.alongside:
+                    pending[check.id] = asyncio.create_task(self._after(needed, check, ctx))
+                else:
+                    await asyncio.gather(*needed)
+                    self.record(await run_check(check, ctx, self.results))
+            await asyncio.gather(*pending.values())
+        finally:
+            for task in pending.values():
+                task.cancel()
+            await asyncio.gather(*pending.values(), return_exceptions=True)
+
+    async def _after(self, needed: list[asyncio.Task[None]], check: Check, ctx: Context) -> None:
+        await asyncio.gather(*needed)
+        self.record(await run_check(check, ctx, self.results))
 
     def record(self, result: CheckResult) -> None:
         self.results[result.check.id] = result
@@ -75,7 +96,8 @@ async def grade(
     """Run `checks` against the stage; a first start that fails makes the report ungradable (exit 2).
 
     The first profile's server runs alone (its checks time streaming and concurrency); the others are
-    started together once it has stopped, and checked one after the other.
+    started together once it has stopped, and checked one after the other; a `late` profile is started
+    once they answer, while they are checked.
     """
     report = Report(str(stage), lab, [])
     started = time.perf_counter()
@@ -94,34 +116,67 @@ async def grade(
             report.error, report.log_tail = f"the stage did not start: {error.message}", error.log_tail
         else:
             await _check_the_others(grading, others, batches)
-    report.results = list(grading.results.values())
+    report.results = [grading.results[check.id] for check in checks if check.id in grading.results]
     report.duration = time.perf_counter() - started
     return report
 
 
 async def _check_the_others(grading: _Grading, names: list[str], batches: dict[str, list[Check]]) -> None:
+    # A profile whose every check would be skipped (a prerequisite failed on the first start) is not started.
+    names = [name for name in names if not _skip_all(grading, batches[name])]
     if not names:
         return
-    grading.say(f"starting the stage again, once per profile: {', '.join(names)}")
-    stacks = [AsyncExitStack() for _ in names]
+    now, later = [n for n in names if not PROFILES[n].late], [n for n in names if PROFILES[n].late]
+    grading.say(f"starting the stage again, once per profile: {', '.join(now or later)}")
+    stacks = {name: AsyncExitStack() for name in names}
+    starting: dict[str, asyncio.Task[Context]] = {}
     try:
-        starts = [grading.start(PROFILES[name], stack) for name, stack in zip(names, stacks, strict=True)]
-        contexts = await asyncio.gather(*starts, return_exceptions=True)
-        for name, ctx, stack in zip(names, contexts, stacks, strict=True):
-            if isinstance(ctx, StageStartError):
-                for check in batches[name]:
-                    grading.record(_not_started(check, name, ctx))
-            elif isinstance(ctx, BaseException):
-                raise ctx
-            else:
-                await grading.check(ctx, batches[name])
-            await stack.aclose()
+        started = await asyncio.gather(*(grading.start(PROFILES[n], stacks[n]) for n in now), return_exceptions=True)
+        if later and now:
+            grading.say(f"starting it for {', '.join(later)} while those are checked")
+        starting = {name: asyncio.create_task(grading.start(PROFILES[name], stacks[name])) for name in later}
+        for name, ctx in zip(now, started, strict=True):
+            await _check_started(grading, name, ctx, batches[name], stacks[name])
+        for name, task in starting.items():
+            ctx = (await asyncio.gather(task, return_exceptions=True))[0]
+            await _check_started(grading, name, ctx, batches[name], stacks[name])
     finally:
-        for stack in stacks:
+        for task in starting.values():
+            task.cancel()
+        await asyncio.gather(*starting.values(), return_exceptions=True)
+        for stack in stacks.values():
             await stack.aclose()
 
 
-def _not_started(check: Check, profile: str, error: StageStartError) -> CheckResult:
+async def _check_started(
+    grading: _Grading, name: str, ctx: Context | BaseException, batch: list[Check], stack: AsyncExitStack
+) -> None:
+    """Check one profile's start, or say why each of its checks could not run; then stop it."""
+    if isinstance(ctx, StageStartError):
+        for check in batch:
+            blocked = blocked_by(check, grading.lab, grading.results)
+            grading.record(skipped(check, blocked) if blocked else _not_started(check, grading.lab, name, ctx))
+    elif isinstance(ctx, BaseException):
+        raise ctx
+    else:
+        await grading.check(ctx, batch)
+    await stack.aclose()
+
+
+def _skip_all(grading: _Grading, batch: list[Check]) -> bool:
+    """Record the batch as skipped, and say so, when each of its checks needs one that did not pass."""
+    results = dict(grading.results)
+    for check in batch:
+        if not (blocked := blocked_by(check, grading.lab, results)):
+            return False
+        results[check.id] = skipped(check, blocked)
+    for check in batch:
+        grading.record(results[check.id])
+    return True
+
+
+def _not_started(check: Check, lab: Lab, profile: str, error: StageStartError) -> CheckResult:
     tail = " | ".join(error.log_tail.splitlines()[-4:])
-    expected, observed = f"the stage to start with the {profile} profile", f"{error.message}: {tail}"
-    return CheckResult(check, "failed", 0.0, expected, observed)
+    expected = f"the stage to start with the {profile} profile ({PROFILES[profile].purpose})"
+    observed = f"{error.message}: {tail}" if tail else error.message
+    return CheckResult(check, "failed", 0.0, expected, observed, hint=check.hint_for(lab))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -12,17 +13,47 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "grader" / "gradescope"
 LAB_LINE = "lab=${GRADER_LAB:-}"
 GRADER_NEEDS = ("httpx",)  # the grader's only third-party import; the lab's pins must hold it
+# Programs the grader runs for a lab, which the lab's own pins (its runtime) rightly lack: the load test's Locust.
+GRADER_TOOLS = {"advanced": ("locust",)}
+DEV_PINS = ROOT / "tests" / "requirements.txt"
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # the same inputs make the same zip, byte for byte
 EXECUTABLE, REGULAR = 0o100755, 0o100644
 
 
 def requirements(lab: str) -> str:
-    """The pins installed by setup.sh: the lab's own requirements.txt, checked to hold what the grader imports."""
+    """The pins installed by setup.sh: the lab's own requirements.txt, checked to hold what the grader imports,
+    then the tools the grader runs for the lab (GRADER_TOOLS) with their dependencies, pinned as in the dev pins."""
     text = (ROOT / f"solutions/{lab}/requirements.txt").read_text(encoding="utf-8")
-    pinned = {line.split("==", 1)[0].strip().lower() for line in text.splitlines() if "==" in line}
+    pinned = {_name(line) for line in text.splitlines() if "==" in line}
     if missing := [name for name in GRADER_NEEDS if name not in pinned]:
         raise SystemExit(f"solutions/{lab}/requirements.txt does not pin what the grader needs: {', '.join(missing)}")
-    return text
+    tools = GRADER_TOOLS.get(lab, ())
+    extra = [line for name, line in _closure(tools, DEV_PINS.read_text(encoding="utf-8")).items() if name not in pinned]
+    if not extra:
+        return text
+    heading = f"# What the grader runs for this lab ({', '.join(tools)}), pinned as in tests/requirements.txt"
+    return "\n".join([text.rstrip(), heading, *extra]) + "\n"
+
+
+def _name(line: str) -> str:
+    return re.split(r"[=\[ ;]", line.strip(), maxsplit=1)[0].lower()
+
+
+def _closure(names: Sequence[str], text: str) -> dict[str, str]:
+    """The pin lines of `names` and of all they need, read from the `# via` notes of a uv-compiled file."""
+    lines: dict[str, str] = {}
+    needed_by: dict[str, set[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            current = _name(line)
+            lines[current], needed_by[current] = line.strip(), set()
+        elif current and (via := re.match(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9_.-]+)\s*$", line)):
+            needed_by[current].add(via[1].lower())
+    wanted = {name.lower() for name in names}
+    while grown := {name for name, users in needed_by.items() if users & wanted} - wanted:
+        wanted |= grown
+    return {name: lines[name] for name in sorted(wanted) if name in lines}
 
 
 def run_autograder(lab: str) -> str:

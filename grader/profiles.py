@@ -10,7 +10,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runner import HOST, free_port
+from . import dockerfile
+from .runner import HOST, StageStartError, free_port
 
 # The offline model's latency in every profile but `limits`: small enough for a fast grade, large enough
 # that a streamed answer of ~28 tokens takes ~0.5 s, which a buffered response cannot fake.
@@ -34,6 +35,8 @@ class Profile:
     redis_down: bool = False
     collector: bool = False
     database: str = ""  # whose database folder to use: another profile's name, or its own when empty
+    image: bool = False  # started as the stage's Dockerfile says (its CMD, with its ENV), not as uvicorn
+    late: bool = False  # started once the other profiles answer, so that its start overlaps their checks
 
 
 PROFILES = {
@@ -57,6 +60,12 @@ PROFILES = {
         {"TRACING_ENABLED": "true", "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_SERVICE_NAME": "graded-stage"},
         collector=True,
         database="main",
+    ),
+    "image": Profile(
+        "image",
+        "the Dockerfile's CMD with its ENV and WORKERS, on the grader's HOST, PORT and settings",
+        image=True,
+        late=True,
     ),
 }
 
@@ -98,14 +107,17 @@ class Setup:
 
     env: dict[str, str]
     spans: list[bytes] = field(default_factory=list)
+    command: list[str] | None = None  # the image's command; None: uvicorn app.main:app
 
 
 @asynccontextmanager
-async def prepared(profile: Profile, secret_key: str, data: Path) -> AsyncIterator[Setup]:
+async def prepared(profile: Profile, secret_key: str, data: Path, stage: Path) -> AsyncIterator[Setup]:
     """The settings for one start with `profile`; the local endpoints it needs run while the block does."""
     database = data / (profile.database or profile.name)
     database.mkdir(parents=True, exist_ok=True)
     setup = Setup(base_settings(secret_key, database) | profile.settings)
+    if profile.image:
+        setup = _image_setup(stage, setup.env, database)
     async with AsyncExitStack() as stack:
         if profile.failing_llm:
             base_url = await stack.enter_async_context(local_http(lambda head, body: _PROVIDER_FAILURE))
@@ -121,6 +133,19 @@ async def prepared(profile: Profile, secret_key: str, data: Path) -> AsyncIterat
         if profile.redis_down:
             setup.env["REDIS_URL"] = f"redis://{HOST}:{free_port()}/0"
         yield setup
+
+
+def _image_setup(stage: Path, settings: dict[str, str], folder: Path) -> Setup:
+    """The image's command, and its ENV under the grading settings but with its own WORKERS. The metrics folder
+    (PROMETHEUS_MULTIPROC_DIR) is the grader's: each worker writes its files there, named after its pid."""
+    try:
+        image = dockerfile.read(stage)
+        command = dockerfile.local_command(image)
+    except dockerfile.DockerfileError as error:
+        raise StageStartError(f"the stage's {dockerfile.NAME} gives no command to run: {error}", "") from None
+    grading = {key: value for key, value in settings.items() if key != "WORKERS"}
+    local = {"HOST": HOST, "PORT": str(free_port()), "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus")}
+    return Setup(dockerfile.container_env(image, grading | local), command=command)
 
 
 def _answer(status: str, body: bytes, kind: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -21,7 +22,10 @@ HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 10.0
 # Settings a grading profile controls (inherited ones could leak a real key or change the stage's behaviour),
 # and the import path: a stage imports only what is in its own folder and its environment.
-_NOT_INHERITED = ("OPENAI_", "LLM_", "LANGSMITH_", "LANGCHAIN_", "OFFLINE_LLM_", "OTEL_", "SECRET_KEY", "PYTHONPATH")
+_NOT_INHERITED = (
+    *("OPENAI_", "LLM_", "LANGSMITH_", "LANGCHAIN_", "OFFLINE_LLM_", "OTEL_", "SECRET_KEY", "PYTHONPATH"),
+    *("WORKERS", "PROMETHEUS_MULTIPROC_DIR"),  # an image start's workers are its Dockerfile's alone
+)
 
 
 class StageStartError(Exception):
@@ -87,17 +91,21 @@ def stage_env(settings: dict[str, str]) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def run_stage(stage: Path, settings: dict[str, str], *, start_timeout: float) -> AsyncIterator[RunningStage]:
+async def run_stage(
+    stage: Path, settings: dict[str, str], *, start_timeout: float, command: list[str] | None = None
+) -> AsyncIterator[RunningStage]:
     """Start the stage with `settings`, wait until it answers GET /health, yield it, then stop it.
 
+    By default the stage runs as `uvicorn app.main:app` on a free port. A `command` of its own (the image's)
+    must serve on the PORT that `settings` give, and may start worker processes: they share its process group.
     Its output goes to files in a temporary folder, removed once the stage has stopped.
     """
     with tempfile.TemporaryDirectory(prefix="grader-log-") as temp:
         directory = Path(temp)
-        port = free_port()
+        port = int(settings["PORT"]) if command else free_port()
         log = StageLog(directory / "stdout.log", directory / "stderr.log")
-        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST, "--port", str(port)]
-        process = _spawn(command, stage, stage_env(settings), log)
+        default = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST, "--port", str(port)]
+        process = _spawn(command or default, stage, stage_env(settings), log, group=bool(command))
         try:
             url = f"http://{HOST}:{port}"
             await _wait_until_answering(url, process, log, start_timeout)
@@ -106,13 +114,16 @@ async def run_stage(stage: Path, settings: dict[str, str], *, start_timeout: flo
         finally:
             # In a thread, so that the grader's own endpoints (the OTLP collector) can still answer the
             # stage while it shuts down.
-            await asyncio.to_thread(stop, process)
+            await asyncio.to_thread(stop, process, STOP_GRACE_SECONDS, group=bool(command))
 
 
-def _spawn(command: list[str], stage: Path, env: dict[str, str], log: StageLog) -> subprocess.Popen[bytes]:
+def _spawn(
+    command: list[str], stage: Path, env: dict[str, str], log: StageLog, *, group: bool = False
+) -> subprocess.Popen[bytes]:
     with open(log.stdout, "wb") as out, open(log.stderr, "wb") as err:
-        # Our own interpreter with fixed arguments; the stage's code runs only inside that process.
-        return subprocess.Popen(command, cwd=stage, env=env, stdout=out, stderr=err)  # noqa: S603
+        # Our own interpreter with fixed arguments; the stage's code runs only inside that process (and, with
+        # `group`, in the workers it starts, which stay in a process group of their own for stop() to end).
+        return subprocess.Popen(command, cwd=stage, env=env, stdout=out, stderr=err, start_new_session=group)  # noqa: S603
 
 
 async def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log: StageLog, seconds: float) -> None:
@@ -134,8 +145,12 @@ async def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log:
             await asyncio.sleep(0.1)
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the process we started, SIGKILL it if it is still there after `grace` seconds."""
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS, *, group: bool = False) -> None:
+    """SIGTERM the process we started, SIGKILL it if it is still there after `grace` seconds.
+
+    With `group` (a process started in a session of its own), whatever is left of its group afterwards (a
+    worker its master did not stop) is killed too.
+    """
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -143,3 +158,6 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=grace)
+    if group and hasattr(os, "killpg"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -7,7 +7,7 @@ written to a temporary stage and graded as a student's copy would be (`python -m
 json`). By default each run is limited to the check topics that the lab sheet's "checked by" column names
 for that TODO (their prerequisites run too), so the run proves the lab sheet's own claims and stays quick;
 `--full` runs every check, for the whole matrix. The matrix (TODO x failed checks) is printed, then the
-coverage (`TODOs graded: 27/27`). Exit 1 when a TODO fails no check, or when the lab sheet names no topic
+coverage (`TODOs graded: 30/30`). Exit 1 when a TODO fails no check, or when the lab sheet names no topic
 for it.
 """
 
@@ -31,7 +31,7 @@ from grader import starters
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ("api", "streaming", "sessions", "errors", "load", "rate_limit", "auth", "caching", "metrics", "logging",
-          "config", "tracing")  # fmt: skip
+          "database", "load_test", "deploy", "config", "tracing")  # fmt: skip
 _ROW = re.compile(r"^\|\s*(\d+)\s*\|(.*)\|\s*$")
 
 

@@ -23,6 +23,18 @@ def test_dockerfile_is_lint_clean_and_production_shaped() -> None:
     assert _problems(check.dockerfile) == []
 
 
+def test_the_image_is_the_advanced_lab_s_own_dockerfile() -> None:
+    """The api is built from solutions/advanced/Dockerfile (the lab's TODO 28) with that folder as its context,
+    and the starter has the same Dockerfile up to the TODO and the same ignore file."""
+    build = deployment.services()["api"]["build"]
+    assert (deployment.DOCKER / build["context"]).resolve() == deployment.DOCKERFILE.parent == deployment.CONTEXT
+    assert build.get("dockerfile", "Dockerfile") == deployment.DOCKERFILE.name
+    starter = deployment.ROOT / "advanced_lab"
+    assert (starter / ".dockerignore").read_text() == deployment.IGNORE_FILE.read_text()
+    solution, todo = deployment.DOCKERFILE.read_text(), "# BEGIN SOLUTION TODO 28:"
+    assert (starter / "Dockerfile").read_text().startswith(solution[: solution.index(todo)])
+
+
 def test_build_context_holds_what_the_image_copies_and_nothing_secret() -> None:
     """Every COPY source reaches the builder; .env, databases, caches and environments do not."""
     assert _problems(check.build_context) == []

@@ -146,6 +146,40 @@ def test_default_replacement_outside_a_function_is_the_prompt_alone() -> None:
     )
 
 
+def test_a_dockerfile_region_is_a_todo_of_the_tree_and_its_starter_block_may_leave_comments(tmp_path: Path) -> None:
+    """A Dockerfile (no .py suffix) is numbered with the Python files; its STARTER lines stay comments when written
+    as `# # ...`, no NotImplementedError is added, and dotfiles without markers are copied as they are."""
+    solution = _tree(
+        tmp_path,
+        {
+            "app/main.py": "# BEGIN SOLUTION TODO 1: the app\napp = None\n# END SOLUTION\n",
+            "Dockerfile": """\
+                FROM python:3.11-slim
+                # BEGIN SOLUTION TODO 2: serve as a user without privileges
+                USER 10001:10001
+                CMD ["python", "-m", "app.serve"]
+                # BEGIN STARTER
+                # # USER, then CMD in exec form
+                # END STARTER
+                # END SOLUTION
+                """,
+            ".dockerignore": "*\n!app\n",
+        },
+    )
+    assert [(todo.number, todo.path, todo.line) for todo in starters.todos(solution)] == [
+        (1, "app/main.py", 1),
+        (2, "Dockerfile", 2),
+    ]
+    files = starters.render(solution)
+    dockerfile = files["Dockerfile"].content.decode()
+    assert (
+        dockerfile
+        == "FROM python:3.11-slim\n# TODO 2: serve as a user without privileges\n# USER, then CMD in exec form\n"
+    )
+    assert files[".dockerignore"].content == b"*\n!app\n"
+    assert "USER 10001" in starters.render(solution, only={1})["Dockerfile"].content.decode()
+
+
 def test_render_with_only_replaces_just_the_chosen_todos_and_removes_every_marker() -> None:
     """With `only`, the other regions keep their solution code; no marker line remains either way."""
     rendered = _render(SOURCE, only={3})
@@ -328,6 +362,22 @@ def test_committed_medium_starter_is_what_generation_gives() -> None:
         [sys.executable, "grader/starters.py", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the advanced starter's files other than Python --------------------------------------------------------
+
+ADVANCED_SOLUTION, ADVANCED_STARTER = ROOT / "solutions" / "advanced", ROOT / "advanced_lab"
+
+
+def test_advanced_todos_in_the_dockerfile_and_locustfile_are_prompted_once_without_markers() -> None:
+    """The image, database and load-test TODOs are in the starter as prompts; no marker text is left in any file."""
+    todos = {todo.path: todo for todo in starters.todos(ADVANCED_SOLUTION) if not todo.path.startswith("app/")}
+    assert {"Dockerfile", "locustfile.py"} <= set(todos)
+    texts = {path: (ADVANCED_STARTER / path).read_text() for path in starters.tree_files(ADVANCED_STARTER)}
+    for path, todo in todos.items():
+        assert texts[path].count(f"# {todo}\n") == 1, todo
+    assert not [path for path, text in texts.items() if any(word in text for word in MARKER_WORDS)]
+    assert "\nCMD " not in texts["Dockerfile"] and "\nUSER " not in texts["Dockerfile"]
 
 
 # --- the medium starter ----------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ from typing import Any, Literal, cast
 
 import httpx
 import openai
-from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
 from opentelemetry import trace
 
-from .agent import AgentState
+from .agent import AgentState, TokenUsage
 from .exceptions import AgentTimeoutError, UpstreamError
 from .logging_config import get_logger
 from .models import StreamChunk
@@ -46,11 +46,14 @@ class Run:
     steps: list[str] = field(default_factory=list)
     tools_used: list[str] = field(default_factory=list)
     stop_reason: Literal["completed", "max_iterations"] = "completed"
-    usage: UsageMetadataCallbackHandler = field(default_factory=UsageMetadataCallbackHandler)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    # False for a JSON answer: the answer comes whole from the writer's update, and the model is not asked to
+    # stream, which spares a callback and a chunk per token.
+    tokens: bool = True
 
     @property
     def tokens_used(self) -> int:
-        return sum(usage["total_tokens"] for usage in self.usage.usage_metadata.values())
+        return self.usage.total_tokens
 
 
 class AgentRunner:
@@ -68,6 +71,7 @@ class AgentRunner:
         self.timeout_seconds = timeout_seconds
         self.provider = provider
         self.tracer = tracer
+        self._untraced = isinstance(tracer, trace.NoOpTracer)
 
     async def events(self, question: HumanMessage, max_iterations: int, run: Run) -> AsyncGenerator[StreamChunk]:
         """The turn's chunks; the graph runs in its own task, so the deadline and a disconnect cancel it."""
@@ -75,7 +79,8 @@ class AgentRunner:
         config: RunnableConfig = {
             **thread(run.session_id),
             "recursion_limit": max_iterations + 1,  # LangGraph counts the input step too
-            "callbacks": [run.usage, NodeSpanHandler(self.tracer)],
+            # Node spans only when tracing is on: LangChain checks every handler on every model call and event.
+            "callbacks": [run.usage] if self._untraced else [run.usage, NodeSpanHandler(self.tracer)],
         }
 
         async def produce() -> None:
@@ -86,9 +91,8 @@ class AgentRunner:
                             turn = cast("AgentState", {"messages": [question]})
                             # One checkpoint write at the end of the turn, not one per step: a failed turn is rolled
                             # back anyway, and per-step writes serialise concurrent runs on the database.
-                            stream = self.graph.astream(
-                                turn, config, stream_mode=["messages", "updates"], durability="exit"
-                            )
+                            modes: list[StreamMode] = ["messages", "updates"] if run.tokens else ["updates"]
+                            stream = self.graph.astream(turn, config, stream_mode=modes, durability="exit")
                             async for mode, payload in stream:
                                 for chunk in self._chunks(mode, payload, run):
                                     queue.put_nowait(chunk)
@@ -136,6 +140,11 @@ class AgentRunner:
                 if isinstance(message, ToolMessage) and message.name:
                     run.tools_used.append(message.name)
             chunks.append(StreamChunk(type="step", content=node, session_id=run.session_id))
+            if node == ANSWER_NODE and not run.tokens:
+                for message in (update or {}).get("messages", []):
+                    if isinstance(message, AIMessage) and message.text:
+                        run.pieces.append(message.text)
+                        chunks.append(StreamChunk(type="token", content=message.text, session_id=run.session_id))
         return chunks
 
     def _translate(self, exc: BaseException) -> BaseException:

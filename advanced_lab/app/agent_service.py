@@ -8,19 +8,21 @@ from collections.abc import AsyncGenerator
 from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from opentelemetry import trace
 
 from .agent import build_agent_graph, create_chat_model, default_tools, model_name
-from .agent_runs import ANSWER_NODE, AgentRunner, Run, thread
+from .agent_runs import AgentRunner, Run
 from .auth import User
 from .cache import CacheService, response_cache_key
 from .config import Settings
+from .conversations import Conversations
 from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError
 from .logging_config import get_logger
 from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, SessionSummary, StreamChunk
 from .monitoring import Metrics
+from .pending_turns import PendingTurns
 from .sessions import SessionRecord, SessionStore
 
 logger = get_logger(__name__)
@@ -38,14 +40,14 @@ class AgentService:
         sessions: SessionStore,
         cache: CacheService,
         metrics: Metrics,
+        pending: PendingTurns | None = None,
         tracer: trace.Tracer | None = None,
         model: BaseChatModel | None = None,
     ) -> None:
         self.settings = settings
         self.model = model or create_chat_model(settings.chat_model_options())
-        self.checkpointer = checkpointer
         self.graph = build_agent_graph(self.model, default_tools(), checkpointer)
-        self.sessions = sessions
+        self.conversations = Conversations(self.graph, checkpointer, sessions, metrics, pending)
         self.cache = cache
         self.metrics = metrics
         self.runner = AgentRunner(
@@ -68,7 +70,9 @@ class AgentService:
         """The request with its session: a new one, or one of the user's (another user's is not found)."""
         if request.session_id is None:
             return request.model_copy(update={"session_id": new_session_id()})
-        await self._check_owner(request.session_id, user)
+        record = await self.conversations.record(request.session_id)
+        if record is not None and record.owner != user.username:
+            raise SessionNotFoundError(request.session_id)
         return request
 
     async def process_query(self, request: QueryRequest, user: User) -> tuple[QueryResponse, CacheStatus]:
@@ -136,7 +140,7 @@ class AgentService:
     async def get_session_info(self, session_id: str, user: User) -> SessionInfo:
         """The user's session with its messages, or SessionNotFoundError (also for another user's)."""
         record = await self._owned(session_id, user)
-        messages = await self._conversation(session_id)
+        messages = await self.conversations.messages(session_id)
         chat = [
             ChatMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=m.text) for m in messages
         ]
@@ -144,35 +148,28 @@ class AgentService:
 
     async def list_sessions(self, user: User) -> list[SessionSummary]:
         """The user's sessions, the most recently active first."""
-        return [_summary(record) for record in await self.sessions.list(user.username)]
+        return [_summary(record) for record in await self.conversations.list(user.username)]
 
     async def clear_session(self, session_id: str, user: User) -> None:
         """Delete the user's session and its checkpoints, or SessionNotFoundError."""
         await self._owned(session_id, user)
-        async with self.sessions.lock(session_id):
-            await self.checkpointer.adelete_thread(session_id)
-            await self.sessions.delete(session_id)
-        self.metrics.active_sessions.set(await self.sessions.count())
+        await self.conversations.delete(session_id)
 
     async def _check_owner(self, session_id: str, user: User) -> None:
-        record = await self.sessions.get(session_id)
+        record = await self.conversations.sessions.get(session_id)
         if record is not None and record.owner != user.username:
             raise SessionNotFoundError(session_id)
 
     async def _owned(self, session_id: str, user: User) -> SessionRecord:
-        record = await self.sessions.get(session_id)
+        record = await self.conversations.record(session_id)
         # TODO 13: answer 404 for another user's session
         if record is None:
             raise SessionNotFoundError(session_id)
         return record
 
-    async def _conversation(self, session_id: str) -> list[BaseMessage]:
-        state = await self.graph.aget_state(thread(session_id))
-        return list(state.values.get("messages", []))
-
     async def _answer(self, request: QueryRequest, user: User, *, cached: bool) -> QueryResponse:
         done: StreamChunk | None = None
-        async with contextlib.aclosing(self._run_events(request, user)) as events:
+        async with contextlib.aclosing(self._run_events(request, user, tokens=False)) as events:
             async for chunk in events:
                 done = chunk
         if done is None or done.type != "done":
@@ -186,20 +183,18 @@ class AgentService:
             metadata={**metadata, "cached": cached},
         )
 
-    async def _replay(
-        self, request: QueryRequest, user: User, cached: QueryResponse, *, fresh: bool, message_count: int
-    ) -> QueryResponse:
+    async def _replay(self, request: QueryRequest, user: User, cached: QueryResponse, *, fresh: bool) -> QueryResponse:
         """Serve a cached answer without running the agent, recording the turn in the user's session."""
         started = time.perf_counter()
         session_id = cast(str, request.session_id)
-        turn = [HumanMessage(content=request.query, id=uuid.uuid4().hex), AIMessage(content=cached.response)]
-        # A session made for this request (a new random id) can be neither contended nor someone else's.
-        async with contextlib.nullcontext() if fresh else self.sessions.lock(session_id):
-            if not fresh:
-                await self._check_owner(session_id, user)
-                message_count = len(await self._conversation(session_id)) + 2  # turns may have landed meanwhile
-            await self.graph.aupdate_state(thread(session_id), {"messages": turn}, as_node=ANSWER_NODE)
-            await self._record_turn(session_id, user, message_count)
+        question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+        # A session made for this request (a new random id) can be neither contended nor someone else's, and
+        # has nothing to read: its turn is written behind (see pending_turns).
+        later = fresh and await self.conversations.add_first_turn_later(
+            session_id, user.username, question, cached.response
+        )
+        if not later:
+            await self.conversations.add_turn(session_id, user.username, [question, AIMessage(content=cached.response)])
         return cached.model_copy(
             update={
                 "session_id": session_id,
@@ -208,22 +203,17 @@ class AgentService:
             }
         )
 
-    async def _record_turn(self, session_id: str, user: User, message_count: int | None = None) -> None:
-        if message_count is None:
-            message_count = len(await self._conversation(session_id))
-        record = await self.sessions.record_turn(session_id, user.username, message_count)
-        if record.created_at == record.updated_at:  # a new session: the only time the count grows
-            self.metrics.active_sessions.set(await self.sessions.count())
-
-    async def _run_events(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
+    async def _run_events(
+        self, request: QueryRequest, user: User, *, tokens: bool = True
+    ) -> AsyncGenerator[StreamChunk]:
         session_id = request.session_id or new_session_id()
-        run = Run(session_id=session_id)
+        run = Run(session_id=session_id, tokens=tokens)
         question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
         meta = {"provider": self.provider, "model": self.model_name}
         outcome = "error"
         self.active_runs += 1
         try:
-            async with self.sessions.lock(session_id):
+            async with self.conversations.lock(session_id):
                 await self._check_owner(session_id, user)  # again under the lock: it may have been taken meanwhile
                 yield StreamChunk(type="start", session_id=session_id, metadata=meta)
                 try:
@@ -232,12 +222,12 @@ class AgentService:
                             yield chunk
                 except AgentTimeoutError:
                     outcome = "timeout"
-                    await asyncio.shield(self._rollback(session_id, question))
+                    await asyncio.shield(self.conversations.rollback(session_id, question))
                     raise
                 except BaseException:
-                    await asyncio.shield(self._rollback(session_id, question))
+                    await asyncio.shield(self.conversations.rollback(session_id, question))
                     raise
-                await self._record_turn(session_id, user)
+                await self.conversations.record_turn(session_id, user.username)
                 outcome = "success"
         finally:
             self.active_runs -= 1
@@ -255,17 +245,6 @@ class AgentService:
                 "steps": len(run.steps),
                 "stop_reason": run.stop_reason,
             },
-        )
-
-    async def _rollback(self, session_id: str, question: HumanMessage) -> None:
-        """Remove a failed turn from the conversation, so the session holds only whole turns."""
-        conversation = await self._conversation(session_id)
-        ids = [m.id for m in conversation if m.id]
-        if question.id not in ids:
-            return
-        stale = ids[ids.index(question.id) :]
-        await self.graph.aupdate_state(
-            thread(session_id), {"messages": [RemoveMessage(id=message_id) for message_id in stale]}
         )
 
 

@@ -19,6 +19,7 @@ from .database import UserRow
 from .exceptions import ForbiddenError, UnauthorizedError
 
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; longer passwords are refused rather than truncated
+MAX_CACHED_USERS = 10_000
 DEMO_USERS = (
     ("demo", "Demo User", "demo-password", False),
     ("alice", "Alice Example", "alice-password", False),
@@ -69,9 +70,12 @@ class AuthService:
         sessions: async_sessionmaker[AsyncSession],
         verifier: TokenVerifier,
         bcrypt_rounds: int = 12,
+        user_cache_seconds: float = 0.0,
     ) -> None:
         self.sessions = sessions
         self.tokens = verifier
+        self._user_ttl = user_cache_seconds
+        self._users: dict[str, tuple[User | None, float]] = {}
         self.passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=bcrypt_rounds)
         # Checked against when the user is unknown, so both failures take a bcrypt verification's time.
         self._dummy_hash = self.passwords.hash("a password nobody has")
@@ -90,10 +94,23 @@ class AuthService:
                     db.add(UserRow(username=username, full_name=full_name, hashed_password=hashed, disabled=disabled))
 
     async def get_user(self, username: str) -> User | None:
-        """The user with that name, or None."""
+        """The user with that name, or None; a row read less than `user_cache_seconds` ago is reused.
+
+        Every authenticated request needs its user, and reading the row each time was the largest database
+        cost of a cached answer. The price is that a deleted or disabled user is refused up to that long later.
+        """
+        now = time.monotonic()
+        cached = self._users.get(username)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         async with self.sessions() as db:
             row = await db.get(UserRow, username)
-        return None if row is None else User(row.username, row.full_name, row.disabled)
+        user = None if row is None else User(row.username, row.full_name, row.disabled)
+        if self._user_ttl > 0:
+            if len(self._users) >= MAX_CACHED_USERS:
+                self._users.clear()
+            self._users[username] = (user, now + self._user_ttl)
+        return user
 
     async def authenticate_user(self, username: str, password: str) -> User | None:
         """The user if the password is theirs; None otherwise, in about the same time either way."""
@@ -101,7 +118,7 @@ class AuthService:
         return None
 
 
-def get_auth_service(request: Request) -> AuthService:
+async def get_auth_service(request: Request) -> AuthService:
     """The application's auth service (created by lifespan)."""
     service: AuthService = request.app.state.auth_service
     return service

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_expire_minutes: int = Field(default=30, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    # How long a worker trusts the user row it read for a token: a deleted or disabled user is refused at the
+    # latest this many seconds later (0: read the database on every request).
+    user_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # Rate limit
     rate_limit_enabled: bool = True

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .agent_service import AgentService
 from .auth import AuthService, TokenVerifier, oauth2_scheme
-from .cache import CacheService, create_redis
+from .cache import MEMORY_URL, CacheService, create_redis
 from .checkpoints import open_checkpointer
 from .config import Settings, get_settings
 from .database import create_engine, migrate, session_factory
@@ -21,9 +21,10 @@ from .dependencies import SettingsDep
 from .error_handlers import install_error_handlers
 from .health import HealthChecker
 from .logging_config import configure_logging, get_logger
-from .middleware import BodySizeLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from .middleware import BodySizeLimitMiddleware, InFlight, RateLimitMiddleware, RequestContextMiddleware
 from .models import HealthResponse, RootInfo
 from .monitoring import Metrics, MetricsMiddleware, RouteTemplates, mark_process_dead
+from .pending_turns import PendingTurns, writing_behind
 from .rate_limit import LoginThrottle, RateLimiter
 from .routes import agent, auth, metrics
 from .sessions import SessionStore
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cache = CacheService(redis_client, default_ttl=settings.cache_ttl)
     verifier = TokenVerifier(settings)
     app_metrics = Metrics()
+    in_flight = InFlight()
     provider = create_tracer_provider(settings) if settings.tracing_enabled else None
 
     @asynccontextmanager
@@ -54,7 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.callback(mark_process_dead)
             await migrate(engine)
             db = session_factory(engine)
-            auth_service = AuthService(db, verifier, bcrypt_rounds=settings.bcrypt_rounds)
+            auth_service = AuthService(
+                db, verifier, bcrypt_rounds=settings.bcrypt_rounds, user_cache_seconds=settings.user_cache_seconds
+            )
             try:
                 await auth_service.seed_demo_users()
             except IntegrityError:
@@ -62,13 +66,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
             sessions = SessionStore(db, redis_client, lock_seconds=settings.agent_timeout_seconds + 10)
             tracer = provider.get_tracer("app.agent") if provider else trace.NoOpTracer()
+            # Written behind only through a Redis every worker shares: an embedded one is each worker's own.
+            embedded = settings.effective_redis_url == MEMORY_URL or not settings.redis_enabled
+            pending = PendingTurns(redis_client) if not embedded or settings.workers == 1 else None
             service = AgentService(
-                settings, checkpointer=checkpointer, sessions=sessions, cache=cache, metrics=app_metrics, tracer=tracer
+                settings,
+                checkpointer=checkpointer,
+                sessions=sessions,
+                cache=cache,
+                metrics=app_metrics,
+                pending=pending,
+                tracer=tracer,
             )
+            if pending is not None:
+                await stack.enter_async_context(
+                    writing_behind(pending, service.conversations.fold, in_flight.idle, embedded=embedded)
+                )
             tasks = TaskManager(db, stale_after_seconds=settings.agent_timeout_seconds + 60)
             stack.push_async_callback(tasks.shutdown)
             await tasks.fail_stale()
-            app_metrics.active_sessions.set(await sessions.count())
+            await service.conversations.recount()
             app.state.auth_service, app.state.agent_service, app.state.task_manager = auth_service, service, tasks
             app.state.health = HealthChecker(settings, cache, engine, service.model_name)
             logger.info("started", environment=settings.environment, provider=settings.llm_provider)
@@ -115,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_enabled:
         app.add_middleware(MetricsMiddleware, metrics=app_metrics, templates=RouteTemplates(app.routes))
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, in_flight=in_flight)
     return app
 
 

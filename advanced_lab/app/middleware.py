@@ -22,11 +22,23 @@ logger = get_logger(__name__)
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+class InFlight:
+    """How many HTTP requests this worker is serving: background work waits for idle moments."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def idle(self) -> bool:
+        """True when no request is being served."""
+        return self.requests == 0
+
+
 class RequestContextMiddleware:
     """Gives every request an id (the client's, if sane), binds it to the log context and logs the request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, in_flight: InFlight | None = None) -> None:
         self.app = app
+        self.in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,9 +59,11 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
+        self.in_flight.requests += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            self.in_flight.requests -= 1
             # TODO 4: one access line per request: method, path, status, duration, client, user
             access_logger.info("request")
 

@@ -96,9 +96,11 @@ class SessionStore:
             row = await db.get(SessionRow, session_id)
         return None if row is None else _record(row)
 
-    async def record_turn(self, session_id: str, owner: str, message_count: int) -> SessionRecord:
-        """Note a finished turn, creating the session on its first."""
-        now = utcnow()
+    async def record_turn(
+        self, session_id: str, owner: str, message_count: int, *, at: datetime | None = None
+    ) -> SessionRecord:
+        """Note a turn finished now (or `at`), creating the session on its first."""
+        now = at or utcnow()
         async with self._db.begin() as db:
             row = await db.get(SessionRow, session_id, with_for_update=True)
             if row is None:

@@ -1,6 +1,7 @@
 """The check registry and the loop that runs checks: order, skips, timeouts, crashes and partial credit."""
 
 import asyncio
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -9,7 +10,9 @@ import pytest
 from grader.checks import TOPICS
 from grader.context import Context
 from grader.core import PROFILE_ORDER, REGISTRY, Check, CheckResult, Failure, run_check, select
+from grader.grade import _Grading
 from tests.grader.stages.advanced import STAGES as ADVANCED_STAGES
+from tests.grader.stages.exercises import STAGES as EXERCISE_STAGES
 from tests.grader.stages.medium import STAGES as MEDIUM_STAGES
 
 
@@ -68,7 +71,7 @@ def test_only_selects_the_named_checks_and_what_they_need() -> None:
 
 def test_every_check_is_shown_to_fail_by_a_broken_stage() -> None:
     """The broken stages of the medium and advanced tests, together, make every check fail at least once."""
-    failing = {name for stage in [*MEDIUM_STAGES, *ADVANCED_STAGES] for name in stage.failed}
+    failing = {name for stage in [*MEDIUM_STAGES, *ADVANCED_STAGES, *EXERCISE_STAGES] for name in stage.failed}
     assert set(REGISTRY) - failing == set()
 
 
@@ -143,3 +146,50 @@ def test_a_transport_error_or_a_crash_is_a_failed_check_not_a_crash_of_the_grade
 
     assert "connection refused" in _run(_check(refused)).observed
     assert "KeyError" in _run(_check(confused)).observed
+
+
+def test_an_alongside_check_runs_while_the_later_checks_do_and_is_waited_for() -> None:
+    """An `alongside` check overlaps the checks after it; one that needs it waits for its result, and is
+    skipped when it failed; the batch ends only when every check has a result."""
+    order: list[str] = []
+
+    async def scenario() -> dict[str, CheckResult]:
+        later_ran = asyncio.Event()
+
+        async def slow(ctx: Context) -> None:  # ends only once a later check has run: it must not block them
+            await asyncio.wait_for(later_ran.wait(), 5)
+            order.append("slow")
+
+        async def failing(ctx: Context) -> None:
+            raise Failure("something", "nothing")
+
+        async def later(ctx: Context) -> None:
+            order.append("later")
+            later_ran.set()
+
+        async def needs_slow(ctx: Context) -> None:
+            order.append("needs_slow")
+
+        async def needs_failing(ctx: Context) -> None:
+            order.append("needs_failing")
+
+        batch = [
+            _check(slow, alongside=True),
+            _check(failing, alongside=True),
+            _check(later),
+            _check(needs_slow, depends_on=("test.slow",)),
+            _check(needs_failing, depends_on=("test.failing",)),
+        ]
+        grading = _Grading(Path(), "medium", Path(), 1.0, say=lambda _: None, show=lambda _: None)
+        await grading.check(cast("Context", _Lab("medium")), batch)
+        return grading.results
+
+    results = asyncio.run(scenario())
+    assert order == ["later", "slow", "needs_slow"]
+    assert {name: result.status for name, result in results.items()} == {
+        "test.slow": "passed",
+        "test.failing": "failed",
+        "test.later": "passed",
+        "test.needs_slow": "passed",
+        "test.needs_failing": "skipped",
+    }

@@ -41,6 +41,18 @@ def test_the_bundle_holds_the_scripts_the_pins_and_the_grader(bundle: Path, tmp_
     assert gradescope_bundle.build("medium", tmp_path).read_bytes() == bundle.read_bytes()
 
 
+def test_the_advanced_bundle_adds_locust_and_what_it_needs_pinned_as_in_the_dev_pins() -> None:
+    """The advanced lab's load test runs Locust, which its runtime pins lack: the bundle adds it, exactly pinned."""
+    lab = (ROOT / "solutions/advanced/requirements.txt").read_text()
+    pins = gradescope_bundle.requirements("advanced")
+    added = pins.removeprefix(lab.rstrip() + "\n").splitlines()
+    assert pins.startswith(lab.rstrip()) and added[0].startswith("# What the grader runs")
+    dev = set((ROOT / "tests/requirements.txt").read_text().splitlines())
+    assert {"locust==", "gevent==", "flask=="} <= {line.split("==")[0] + "==" for line in added[1:]}
+    assert all(line in dev for line in added[1:]), "every added pin is the dev environment's own line"
+    assert gradescope_bundle.requirements("medium") == (ROOT / "solutions/medium/requirements.txt").read_text()
+
+
 def _autograde(bundle: Path, root: Path, stage: Path) -> dict[str, Any]:
     """Unpack the bundle as Gradescope does (source/), put the stage under submission/, run run_autograder."""
     with zipfile.ZipFile(bundle) as zipped:

@@ -4,7 +4,7 @@ This package is the same file for file in every lab tree; a test keeps the copie
 """
 
 from .graph import AgentState, build_agent_graph
-from .llm import ChatModelOptions, create_chat_model, model_name
+from .llm import ChatModelOptions, TokenUsage, create_chat_model, model_name
 from .offline import OfflineChatModel
 from .tools import default_tools
 
@@ -12,6 +12,7 @@ __all__ = [
     "AgentState",
     "ChatModelOptions",
     "OfflineChatModel",
+    "TokenUsage",
     "build_agent_graph",
     "create_chat_model",
     "default_tools",

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import Literal
 
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
@@ -52,3 +53,18 @@ def create_chat_model(options: ChatModelOptions) -> BaseChatModel:
 def model_name(model: BaseChatModel) -> str:
     """The model's name as reported in a response's metadata."""
     return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+
+
+class TokenUsage(UsageMetadataCallbackHandler):
+    """Adds up the token usage of every model call of a run, by model.
+
+    Inline: LangChain hands each event of a handler that is not to its thread pool (a few threads), and a run
+    has many events, so concurrent runs queued behind each other's hops. Adding two numbers needs no thread.
+    """
+
+    run_inline = True
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens in and out over the whole run."""
+        return sum(usage["total_tokens"] for usage in self.usage_metadata.values())

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response, status
-from fastapi.sse import EventSourceResponse, ServerSentEvent, format_sse_event
+from fastapi.sse import EventSourceResponse, format_sse_event
 
 from ..auth import CurrentUser
 from ..dependencies import AgentDep, SettingsDep, TasksDep
@@ -29,19 +29,17 @@ _SSE_DESCRIPTION = (
     "A `text/event-stream` of StreamChunk events: `start`, then `token` and `step` events, then exactly "
     "one `done` (the full answer) or `error`. Each event is `event: <type>` and `data: <StreamChunk JSON>`."
 )
+_STREAM_OK = {"content": {"text/event-stream": {}}, "description": _SSE_DESCRIPTION}
 # The statuses each kind of route can answer besides its own: any user route, a body, an agent run.
 _USER = (401, 403, 429)
 _BODY = (400, 413, 422)
 _RUN = (404, 502, 504)
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Cache": "BYPASS"}
 
 
 async def prepared_query(body: QueryRequest, agent: AgentDep, user: CurrentUser) -> QueryRequest:
     """The query with its session checked before the stream starts, so a 404 is still a 404."""
     return await agent.prepare(body, user)
-
-
-def _sse(chunk: StreamChunk) -> ServerSentEvent:
-    return ServerSentEvent(event=chunk.type, raw_data=chunk.model_dump_json())
 
 
 @router.post(
@@ -58,12 +56,19 @@ async def query(body: QueryRequest, agent: AgentDep, user: CurrentUser, response
     JSON answers are cached: `X-Cache` says HIT (no agent run), MISS or BYPASS, as does `metadata.cached`.
     """
     if body.stream:
-        prepared = await agent.prepare(body, user)
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Cache": "BYPASS"}
-        return EventSourceResponse(_encoded(agent.stream_query(prepared, user)), headers=headers)
+        return _event_stream(agent.stream_query(await agent.prepare(body, user), user))
     answer, cache_status = await agent.process_query(body, user)
     response.headers["X-Cache"] = cache_status
     return answer
+
+
+def _event_stream(chunks: AsyncIterator[StreamChunk]) -> EventSourceResponse:
+    """The chunks as an SSE response: `event: <type>` and `data: <StreamChunk JSON>` each.
+
+    Both stream routes return this instead of being generators themselves: in FastAPI's generator mode, a
+    keep-alive task fails, and uvicorn logs an error with its traceback, each time a client leaves mid-stream.
+    """
+    return EventSourceResponse(_encoded(chunks), headers=_STREAM_HEADERS)
 
 
 async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
@@ -73,15 +78,15 @@ async def _encoded(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
 
 @router.post(
     "/query/stream",
-    response_class=EventSourceResponse,
-    responses={**error_responses(*_USER, *_BODY, *_RUN, json_beside_sse=True), 200: {"description": _SSE_DESCRIPTION}},
+    # Not response_class=EventSourceResponse: that would put the route in the generator mode (see _event_stream).
+    response_class=Response,
+    responses={**error_responses(*_USER, *_BODY, *_RUN, json_beside_sse=True), 200: _STREAM_OK},
 )
 async def query_stream(
     body: Annotated[QueryRequest, Depends(prepared_query)], agent: AgentDep, user: CurrentUser
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventSourceResponse:
     """Stream the agent's answer token by token as Server-Sent Events; disconnecting stops the run."""
-    async for chunk in agent.stream_query(body, user):
-        yield _sse(chunk)
+    return _event_stream(agent.stream_query(body, user))
 
 
 @router.get("/session/{session_id}", response_model=SessionInfo, responses=error_responses(*_USER, 404, 422))

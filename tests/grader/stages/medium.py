@@ -13,9 +13,19 @@ MIDDLEWARE = "app/middleware.py"
 
 # Collects every event before sending any, and streams under another session id than the client's.
 BUFFERED_STREAM = """    renamed = body.model_copy(update={"session_id": None})
-    chunks = [chunk async for chunk in agent.stream_query(renamed)]
-    for chunk in chunks:
-        yield _sse(chunk)"""
+    chunks = [chunk.model_copy(update={"metadata": {}}) async for chunk in agent.stream_query(renamed)]
+
+    async def replay() -> AsyncIterator[StreamChunk]:
+        for chunk in chunks:
+            yield chunk
+
+    return _event_stream(replay())"""
+STREAM_RETURN = "\n    return _event_stream(agent.stream_query(body))\n\n\n"
+# POST /query with stream=true answers JSON lines instead of SSE.
+JSON_LINES = """        from fastapi.responses import StreamingResponse
+
+        return StreamingResponse((chunk.model_dump_json() + "\\n").encode() async for chunk in agent.stream_query(body))
+"""
 DONE_TWICE = """                    yield chunk
                     if chunk.type == "done":
                         yield chunk
@@ -27,11 +37,10 @@ FLAKY = """    if next(_CALLS) % 4 == 3:
         raise RuntimeError("flaky on purpose")
     if body.stream:
 """
-SSE_ROUTE = """async def query_stream(body: QueryRequest, agent: AgentDep) -> AsyncIterator[ServerSentEvent]:
+SSE_ROUTE = """async def query_stream(body: QueryRequest, agent: AgentDep) -> EventSourceResponse:
     \"\"\"Stream the agent's answer token by token as Server-Sent Events; disconnecting stops the run.\"\"\"
-    async for chunk in agent.stream_query(body):
-        yield _sse(chunk)"""
-# Returning a Response bypasses the route's EventSourceResponse: one JSON list of every chunk, at the end.
+    return _event_stream(agent.stream_query(body))"""
+# One JSON list of every chunk, at the end, instead of a stream.
 JSON_INSTEAD_OF_SSE = """async def query_stream(body: QueryRequest, agent: AgentDep) -> Any:
     from fastapi.responses import JSONResponse
 
@@ -54,15 +63,8 @@ STAGES = [
                     '@router.get("/sessions", include_in_schema=False, response_model=',
                 ),
                 ('        **_errors(*_ANY, *_BODY, *_RUN),\n        200: {"content"', '        200: {"content"'),
-                ("    async for chunk in agent.stream_query(body):\n        yield _sse(chunk)", BUFFERED_STREAM),
-                (
-                    "raw_data=chunk.model_dump_json())",
-                    'raw_data=chunk.model_copy(update={"metadata": {}}).model_dump_json())',
-                ),
-                (
-                    "yield format_sse_event(event=chunk.type, data_str=chunk.model_dump_json())",
-                    "yield (chunk.model_dump_json() + '\\n').encode()",
-                ),
+                (STREAM_RETURN, "\n" + BUFFERED_STREAM + "\n\n\n"),
+                ("        return _event_stream(agent.stream_query(body))\n", JSON_LINES),
             ],
             "app/models.py": [('    model_config = _examples({"role": "user", "content": "What is 12 * 7?"})\n', "")],
             SERVICE: [

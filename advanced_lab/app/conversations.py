@@ -1,0 +1,161 @@
+"""Where sessions live: their rows, their messages in the graph's checkpoints, first turns still pending in
+Redis (see pending_turns), and the active_sessions gauge that counts them all."""
+
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from redis.exceptions import RedisError
+
+from .agent_runs import ANSWER_NODE, thread
+from .exceptions import SessionNotFoundError
+from .logging_config import get_logger
+from .monitoring import Metrics
+from .pending_turns import PendingTurn, PendingTurns
+from .sessions import SessionRecord, SessionStore
+
+logger = get_logger(__name__)
+RECOUNT_SECONDS = 1.0  # counting sessions scans their table: at most this often
+
+
+class Conversations:
+    """The sessions of the agent service, whichever of their three places each part is in."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        checkpointer: BaseCheckpointSaver[Any],
+        sessions: SessionStore,
+        metrics: Metrics,
+        pending: PendingTurns | None = None,
+    ) -> None:
+        self.graph, self.checkpointer, self.sessions = graph, checkpointer, sessions
+        self.metrics, self.pending = metrics, pending
+        self._last_recount, self._count = -1.0, 0
+
+    def lock(self, session_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the session for one turn (see SessionStore.lock)."""
+        return self.sessions.lock(session_id)
+
+    async def record(self, session_id: str) -> SessionRecord | None:
+        """The session's record, writing its pending turn first if it has one. Not under the session's lock."""
+        record = await self.sessions.get(session_id)
+        if record is None and await self.fold(session_id):
+            record = await self.sessions.get(session_id)
+        return record
+
+    async def messages(self, session_id: str) -> list[BaseMessage]:
+        """The session's conversation, from its latest checkpoint."""
+        state = await self.graph.aget_state(thread(session_id))
+        return list(state.values.get("messages", []))
+
+    async def list(self, owner: str) -> list[SessionRecord]:
+        """The owner's sessions, the most recently active first, pending ones included."""
+        if self.pending is not None:
+            try:
+                for session_id in await self.pending.of_owner(owner):
+                    await self.fold(session_id)
+            except RedisError as exc:
+                logger.warning("pending turns unreachable; listing what the database has", error=type(exc).__name__)
+        return await self.sessions.list(owner)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget the session: its checkpoints and its row."""
+        async with self.lock(session_id):
+            await self.checkpointer.adelete_thread(session_id)
+            await self.sessions.delete(session_id)
+        await self.recount()
+
+    async def add_turn(self, session_id: str, owner: str, turn: Sequence[BaseMessage]) -> None:
+        """Append a turn that did not run the graph (a cached answer), under the session's lock; a session
+        someone else took meanwhile is not found."""
+        async with self.lock(session_id):
+            record = await self.sessions.get(session_id)
+            if record is not None and record.owner != owner:
+                raise SessionNotFoundError(session_id)
+            await self.graph.aupdate_state(thread(session_id), {"messages": list(turn)}, as_node=ANSWER_NODE)
+            await self.record_turn(session_id, owner)
+
+    async def add_first_turn_later(self, session_id: str, owner: str, question: HumanMessage, answer: str) -> bool:
+        """Record a new session's first turn in Redis, to be written behind; False if it must be written now."""
+        if self.pending is None:
+            return False
+        now = datetime.now(UTC)
+        turn = PendingTurn(session_id, owner, str(question.text), cast(str, question.id), answer, now)
+        try:
+            await self.pending.record(turn)
+        except RedisError as exc:
+            logger.warning("pending turns unreachable; writing the turn now", error=type(exc).__name__)
+            return False
+        self._one_more()  # the session exists from now on; a later recount includes it
+        return True
+
+    async def fold(self, session_id: str) -> bool:
+        """Write the session's pending turn to its checkpoint and row; False if it had none.
+
+        Safe to repeat and to race: under the session's lock, and a turn already in the checkpoint (a crash
+        between the writes) is not added twice.
+        """
+        if self.pending is None:
+            return False
+        try:
+            turn = await self.pending.get(session_id)
+        except RedisError as exc:
+            logger.warning("pending turns unreachable", error=type(exc).__name__)
+            return False
+        if turn is None:
+            return False
+        async with self.lock(session_id):
+            # A new session has no checkpoint: the cheap check. One that has must not get the turn twice.
+            has_checkpoint = await self.checkpointer.aget_tuple(thread(session_id)) is not None
+            conversation = await self.messages(session_id) if has_checkpoint else []
+            message_count = len(conversation)
+            if all(message.id != turn.question_id for message in conversation):
+                messages = [HumanMessage(content=turn.question, id=turn.question_id), AIMessage(content=turn.answer)]
+                await self.graph.aupdate_state(thread(session_id), {"messages": messages}, as_node=ANSWER_NODE)
+                message_count += len(messages)
+            record = await self.sessions.record_turn(session_id, turn.owner, message_count, at=turn.at)
+            await self.pending.forget(turn)  # before a recount, which adds the pending ones
+        if record.created_at == record.updated_at:
+            await self._created(counted=True)
+        return True
+
+    async def record_turn(self, session_id: str, owner: str) -> None:
+        """Note a finished turn in the session's row (created on its first), from the checkpoint's count."""
+        record = await self.sessions.record_turn(session_id, owner, len(await self.messages(session_id)))
+        if record.created_at == record.updated_at:
+            await self._created(counted=False)
+
+    async def rollback(self, session_id: str, question: HumanMessage) -> None:
+        """Remove a failed turn from the conversation, so the session holds only whole turns."""
+        ids = [m.id for m in await self.messages(session_id) if m.id]
+        if question.id not in ids:
+            return
+        stale = ids[ids.index(question.id) :]
+        await self.graph.aupdate_state(thread(session_id), {"messages": [RemoveMessage(id=i) for i in stale]})
+
+    async def recount(self) -> None:
+        """Set active_sessions from the database, and the sessions whose first turn is still pending."""
+        self._last_recount = time.monotonic()
+        pending = 0
+        if self.pending is not None:
+            with contextlib.suppress(RedisError):
+                pending = await self.pending.count()
+        self._count = await self.sessions.count() + pending
+        self.metrics.active_sessions.set(self._count)
+
+    async def _created(self, *, counted: bool) -> None:
+        if time.monotonic() - self._last_recount >= RECOUNT_SECONDS:
+            await self.recount()
+        elif not counted:
+            self._one_more()
+
+    def _one_more(self) -> None:
+        # set, not inc: multiprocess mode keeps the most recent value any worker wrote.
+        self._count += 1
+        self.metrics.active_sessions.set(self._count)
