@@ -16,6 +16,9 @@ DEV_REQUIREMENTS = "tests/requirements.txt"
 PYTHON = "3.11"  # the oldest Python the course supports: pins are resolved for it
 
 nox.options.default_venv_backend = "uv|virtualenv"
+# uv installs without compiling, and where PYTHONDONTWRITEBYTECODE is set nothing is ever cached either: every
+# server a test or the grader starts would compile its whole dependency tree again (about twice the start-up).
+os.environ["UV_COMPILE_BYTECODE"] = "1"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
