@@ -3,9 +3,9 @@ Redis (see pending_turns), and the active_sessions gauge that counts them all.""
 
 import contextlib
 import time
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -13,10 +13,11 @@ from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import RedisError
 
 from .agent_runs import ANSWER_NODE, thread
+from .cache import CacheRead
 from .exceptions import SessionNotFoundError
 from .logging_config import get_logger
 from .monitoring import Metrics
-from .pending_turns import PendingTurn, PendingTurns
+from .pending_turns import PendingTurns
 from .sessions import SessionRecord, SessionStore
 
 logger = get_logger(__name__)
@@ -81,19 +82,27 @@ class Conversations:
             await self.graph.aupdate_state(thread(session_id), {"messages": list(turn)}, as_node=ANSWER_NODE)
             await self.record_turn(session_id, owner)
 
-    async def add_first_turn_later(self, session_id: str, owner: str, question: HumanMessage, answer: str) -> bool:
-        """Record a new session's first turn in Redis, to be written behind; False if it must be written now."""
-        if self.pending is None:
-            return False
-        now = datetime.now(UTC)
-        turn = PendingTurn(session_id, owner, str(question.text), cast(str, question.id), answer, now)
-        try:
-            await self.pending.record(turn)
-        except RedisError as exc:
-            logger.warning("pending turns unreachable; writing the turn now", error=type(exc).__name__)
-            return False
-        self._one_more()  # the session exists from now on; a later recount includes it
-        return True
+    def first_turn_reader(self, session_id: str, owner: str, question: str) -> CacheRead | None:
+        """For the cache read of a request that creates its session: a read that, on a hit, also records the
+        session's first turn (the question and the cached answer) to be written behind, in the same Redis
+        round trip (pending_turns). None when turns are written at once.
+
+        If the read fails, the cache treats it as a miss: the agent runs, and writes the turn itself.
+        """
+        pending = self.pending
+        if pending is None:
+            return None
+
+        async def read(cache_key: str) -> bytes | None:
+            question_id = uuid.uuid4().hex
+            cached = await pending.record_on_hit(
+                cache_key, session_id=session_id, owner=owner, question=question, question_id=question_id
+            )
+            if cached is not None:
+                self._one_more()  # the session exists from now on; a later recount includes it
+            return cached
+
+        return read
 
     async def fold(self, session_id: str) -> bool:
         """Write the session's pending turn to its checkpoint and row; False if it had none.

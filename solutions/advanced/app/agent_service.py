@@ -85,11 +85,13 @@ class AgentService:
             return await self._answer(request, user, cached=False), "BYPASS"
         history = [] if fresh else [str(message.text) for message in await self.conversations.messages(session_id)]
         key = self._cache_key(request, history)
-        hit = await self.cache.get(key)
+        # A session made for this request (a new random id) can be neither contended nor someone else's, and has
+        # nothing to read: a hit records its first turn in the read's own round trip, written behind.
+        reader = self.conversations.first_turn_reader(session_id, user.username, request.query) if fresh else None
+        hit = await self.cache.get(key, reader)
         if hit is not None:
             self.metrics.cache_hits.inc()
-            answer = QueryResponse.model_validate(hit)
-            return await self._replay(request, user, answer, fresh=fresh), "HIT"
+            return await self._replay(request, user, hit, recorded=reader is not None), "HIT"
         self.metrics.cache_misses.inc()
         answer = await self._answer(request, user, cached=False)
         await self.cache.set(key, answer.model_dump(mode="json"), ttl=self.settings.cache_ttl)
@@ -204,24 +206,21 @@ class AgentService:
             metadata={**metadata, "cached": cached},
         )
 
-    async def _replay(self, request: QueryRequest, user: User, cached: QueryResponse, *, fresh: bool) -> QueryResponse:
-        """Serve a cached answer without running the agent, recording the turn in the user's session."""
+    async def _replay(
+        self, request: QueryRequest, user: User, cached: dict[str, Any], *, recorded: bool
+    ) -> QueryResponse:
+        """Serve a cached answer without running the agent; the turn goes into the session now unless the
+        cache read has `recorded` it already."""
         started = time.perf_counter()
         session_id = cast(str, request.session_id)
-        question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
-        # A session made for this request (a new random id) can be neither contended nor someone else's, and
-        # has nothing to read: its turn is written behind (see pending_turns).
-        later = fresh and await self.conversations.add_first_turn_later(
-            session_id, user.username, question, cached.response
-        )
-        if not later:
-            await self.conversations.add_turn(session_id, user.username, [question, AIMessage(content=cached.response)])
-        return cached.model_copy(
-            update={
-                "session_id": session_id,
-                "execution_time": round(time.perf_counter() - started, 4),
-                "metadata": {**cached.metadata, "cached": True},
-            }
+        if not recorded:
+            question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+            turn = [question, AIMessage(content=cached["response"])]
+            await self.conversations.add_turn(session_id, user.username, turn)
+        metadata = {**cached.get("metadata", {}), "cached": True}
+        execution_time = round(time.perf_counter() - started, 4)
+        return QueryResponse.model_validate(
+            {**cached, "session_id": session_id, "execution_time": execution_time, "metadata": metadata}
         )
 
     async def _run_events(

@@ -2,7 +2,7 @@
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from .config import Settings
 from .logging_config import get_logger
 
 logger = get_logger(__name__)
+CacheRead = Callable[[str], Awaitable[bytes | None]]  # fetches the raw value of a key
 MEMORY_URL = "memory://"
 
 
@@ -43,11 +44,15 @@ class CacheService:
         """A namespaced key: `agent:part:part`."""
         return ":".join((self.namespace, *parts))
 
-    async def get(self, key: str) -> Any | None:
-        """The value stored under key, or None when missing, unreadable or Redis is down."""
+    async def get(self, key: str, read: CacheRead | None = None) -> Any | None:
+        """The value stored under key, or None when missing, unreadable or Redis is down.
+
+        `read` fetches the raw value instead of a plain GET: a script that also writes something when the key
+        is there, in the same round trip (see Conversations.first_turn_reader).
+        """
         # BEGIN SOLUTION TODO 5: read a JSON value, treating a Redis failure as a miss
         try:
-            raw = await self.client.get(key)
+            raw = await (read or self.client.get)(key)
         except RedisError as exc:
             logger.warning("cache unavailable", operation="get", error=type(exc).__name__)
             return None

@@ -1,11 +1,12 @@
 """Cache hits that start a session: their turn recorded in Redis at once, written to the database behind.
 
 Writing a checkpoint and a session row was most of what a cached answer cost, so a hit in a new session
-records its turn here in one Redis round trip instead. The turn reaches the database (checkpoint and session
-row) when the session is first read (GET, the list, a follow-up question: no reader ever sees it missing), or
-from a background loop that works while the worker has no request in flight, and a few turns a second even
-when it is never idle. Pending turns are as durable as Redis: a real Redis keeps them across restarts of
-the app; with the embedded one (`memory://`) they are all written at shutdown.
+records its turn here instead, in the same round trip that reads the cached answer (`record_on_hit`). The
+turn reaches the database (checkpoint and session row) when the session is first read (GET, the list, a
+follow-up question: no reader ever sees it missing), or from a background loop that works while the worker
+has no request in flight, and a few turns a second even when it is never idle. Pending turns are as durable
+as Redis: a real Redis keeps them across restarts of the app; with the embedded one (`memory://`) they are
+all written at shutdown.
 """
 
 import asyncio
@@ -13,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 import orjson
@@ -24,14 +25,26 @@ from .logging_config import get_logger
 
 logger = get_logger(__name__)
 
-# KEYS: the turn, the owner's set of pending sessions, the queue of sessions to write, how many are pending.
-# ARGV: the turn, its session.
-_RECORD = """
-redis.call('SET', KEYS[1], ARGV[1])
+# A turn is a hash: `turn`, its fields as JSON, and `answer`, the answer as the cache stores it (a JSON object
+# with a `response`). KEYS: the turn, the owner's set of pending sessions, the queue of sessions to write, how
+# many are pending. ARGV: the turn's fields, its session.
+_STORE = """
+redis.call('HSET', KEYS[1], 'turn', ARGV[1], 'answer', answer)
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[2])
-return redis.call('INCR', KEYS[4])
+redis.call('INCR', KEYS[4])
+return answer
 """
+# ARGV[3]: the answer.
+_RECORD = "local answer = ARGV[3]\n" + _STORE
+# KEYS[5]: the cached answer. Nothing is recorded without one, and the cached value is returned.
+_RECORD_ON_HIT = (
+    """
+local answer = redis.call('GET', KEYS[5])
+if not answer then return false end
+"""
+    + _STORE
+)
 # KEYS: the turn, the owner's set, the count. ARGV: the session. Only the taker that deletes the turn counts it.
 _FORGET = """
 if redis.call('DEL', KEYS[1]) == 1 then
@@ -63,6 +76,7 @@ class PendingTurns:
         self._queue = f"{namespace}:queue"
         self._count = f"{namespace}:count"
         self._record = client.register_script(_RECORD)
+        self._record_on_hit = client.register_script(_RECORD_ON_HIT)
         self._forget = client.register_script(_FORGET)
 
     def _turn_key(self, session_id: str) -> str:
@@ -71,19 +85,33 @@ class PendingTurns:
     def _owner_key(self, owner: str) -> str:
         return f"{self.namespace}:owner:{owner}"
 
+    def _keys(self, session_id: str, owner: str) -> list[str]:
+        return [self._turn_key(session_id), self._owner_key(owner), self._queue, self._count]
+
     async def record(self, turn: PendingTurn) -> None:
         """Keep the turn until it is written; raises RedisError if Redis cannot take it."""
-        keys = [self._turn_key(turn.session_id), self._owner_key(turn.owner), self._queue, self._count]
-        # vars(), not dataclasses.asdict(): that deep-copies every field, a measurable cost on the hot path.
-        await self._record(keys=keys, args=[orjson.dumps(vars(turn)), turn.session_id])
+        fields = _fields(turn.session_id, turn.owner, turn.question, turn.question_id, turn.at)
+        answer = orjson.dumps({"response": turn.answer})
+        await self._record(keys=self._keys(turn.session_id, turn.owner), args=[fields, turn.session_id, answer])
+
+    async def record_on_hit(
+        self, cache_key: str, *, session_id: str, owner: str, question: str, question_id: str
+    ) -> bytes | None:
+        """The value cached under cache_key, and if there is one, the session's first turn recorded with it as
+        the answer, in one round trip; None (nothing recorded) on a miss. Raises RedisError."""
+        fields = _fields(session_id, owner, question, question_id, datetime.now(UTC))
+        keys = [*self._keys(session_id, owner), cache_key]
+        cached: bytes | None = await self._record_on_hit(keys=keys, args=[fields, session_id])
+        return cached
 
     async def get(self, session_id: str) -> PendingTurn | None:
         """The session's pending turn, if it has one."""
-        raw = await self.client.get(self._turn_key(session_id))
-        if raw is None:
+        raw, answer = await self.client.hmget(self._turn_key(session_id), ["turn", "answer"])
+        if raw is None or answer is None:
             return None
         fields = orjson.loads(raw)
-        return PendingTurn(**{**fields, "at": datetime.fromisoformat(fields["at"])})
+        at = datetime.fromisoformat(fields.pop("at"))
+        return PendingTurn(**fields, answer=str(orjson.loads(answer)["response"]), at=at)
 
     async def of_owner(self, owner: str) -> list[str]:
         """The owner's sessions that still have a pending turn."""
@@ -112,6 +140,12 @@ class PendingTurns:
         """Take up to `count` sessions off the queue (each goes to one taker, in any worker)."""
         taken = await self.client.lpop(self._queue, count)
         return [_text(member) for member in cast(list[bytes] | None, taken) or []]
+
+
+def _fields(session_id: str, owner: str, question: str, question_id: str, at: datetime) -> bytes:
+    return orjson.dumps(
+        {"session_id": session_id, "owner": owner, "question": question, "question_id": question_id, "at": at}
+    )
 
 
 def _text(value: bytes | str) -> str:

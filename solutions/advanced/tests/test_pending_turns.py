@@ -40,8 +40,18 @@ def _wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 
 def test_a_hit_session_is_complete_at_once_and_reaches_the_database(tmp_path: Path) -> None:
     """A hit's new session answers GET and the list at once, and its row and checkpoint are written behind."""
-    database = tmp_path / "lab.db"
-    with TestClient(create_app(make_settings(database))) as client:
+    _hit_sessions_are_complete(tmp_path / "lab.db", redis_url="memory://")
+
+
+@pytest.mark.service
+def test_a_hit_session_is_complete_with_a_real_redis(tmp_path: Path, redis: RedisServer) -> None:
+    """The same with a real Redis, where the read of the cached answer and the record of the turn are one
+    script on the server."""
+    _hit_sessions_are_complete(tmp_path / "lab.db", redis_url=redis.url)
+
+
+def _hit_sessions_are_complete(database: Path, redis_url: str) -> None:
+    with TestClient(create_app(make_settings(database, redis_url=redis_url))) as client:
         headers = login(client)
         first = client.post("/api/v1/query", json={"query": QUESTION}, headers=headers).json()
         hits = [_hit(client, headers) for _ in range(3)]
