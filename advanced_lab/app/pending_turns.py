@@ -22,6 +22,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from .logging_config import get_logger
+from .redis_batch import RedisBatch
 
 logger = get_logger(__name__)
 
@@ -70,13 +71,13 @@ class PendingTurn:
 class PendingTurns:
     """The pending turns in Redis: one per session, a set per owner, and a queue of sessions to write."""
 
-    def __init__(self, client: redis.Redis, namespace: str = "agent:pending") -> None:
+    def __init__(self, client: redis.Redis, namespace: str = "agent:pending", batch: RedisBatch | None = None) -> None:
         self.client = client
         self.namespace = namespace
         self._queue = f"{namespace}:queue"
         self._count = f"{namespace}:count"
         self._record = client.register_script(_RECORD)
-        self._record_on_hit = client.register_script(_RECORD_ON_HIT)
+        self._record_on_hit = (batch or client).register_script(_RECORD_ON_HIT)  # a request's: batched
         self._forget = client.register_script(_FORGET)
 
     def _turn_key(self, session_id: str) -> str:

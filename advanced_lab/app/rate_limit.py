@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from .exceptions import TooManyAttemptsError
 from .logging_config import get_logger
+from .redis_batch import RedisBatch
 
 logger = get_logger(__name__)
 
@@ -64,10 +65,19 @@ class Decision:
 class RateLimiter:
     """At most `limit` requests per `window` seconds per client key."""
 
-    def __init__(self, client: redis.Redis, *, limit: int, window: int, namespace: str = "agent:ratelimit") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        limit: int,
+        window: int,
+        namespace: str = "agent:ratelimit",
+        batch: RedisBatch | None = None,
+    ) -> None:
         self.limit, self.window = limit, window
         self.namespace = namespace
-        self._script = client.register_script(SLIDING_WINDOW)
+        # Through the batch, the script calls of concurrent requests share their round trips (redis_batch).
+        self._script = (batch or client).register_script(SLIDING_WINDOW)
 
     async def hit(self, client_key: str) -> Decision:
         """Count a request for client_key and decide; raises RedisError when Redis is unreachable."""

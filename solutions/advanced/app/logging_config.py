@@ -101,8 +101,10 @@ def _route_stdlib(shared: list[Processor], renderer: Processor, level: int) -> N
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
-    # The access middleware writes one richer line per request; uvicorn's own would repeat it.
-    logging.getLogger("uvicorn.access").disabled = True
+    # The access middleware writes one richer line per request; uvicorn's own would repeat it. Without handlers
+    # and not propagating, uvicorn sees no one listening and does not even format its line.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers, access.propagate, access.disabled = [], False, True
 
 
 def _as_text(renderer: Processor) -> Processor:
