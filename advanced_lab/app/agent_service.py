@@ -66,14 +66,20 @@ class AgentService:
     def model_name(self) -> str:
         return model_name(self.model)
 
+    async def check_session(self, request: QueryRequest, user: User) -> QueryRequest:
+        """The request as it is, once its session is known to be the user's (another user's is not found); a
+        request without a session gets a new one when it runs."""
+        if request.session_id is not None:
+            record = await self.conversations.record(request.session_id)
+            if record is not None and record.owner != user.username:
+                raise SessionNotFoundError(request.session_id)
+        return request
+
     async def prepare(self, request: QueryRequest, user: User) -> QueryRequest:
         """The request with its session: a new one, or one of the user's (another user's is not found)."""
         if request.session_id is None:
             return request.model_copy(update={"session_id": new_session_id()})
-        record = await self.conversations.record(request.session_id)
-        if record is not None and record.owner != user.username:
-            raise SessionNotFoundError(request.session_id)
-        return request
+        return await self.check_session(request, user)
 
     async def process_query(self, request: QueryRequest, user: User) -> tuple[QueryResponse, CacheStatus]:
         """The answer, from the cache when an identical question met an identical context, else from a run."""
@@ -94,7 +100,7 @@ class AgentService:
         )
 
     async def stream_query(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
-        """Stream a prepared request's run: start, tokens and steps, then exactly one done or error chunk.
+        """Stream a checked request's run (check_session): start, tokens and steps, then one done or error chunk.
 
         The run streams in a task of its own, and this generator only relays its chunks. A server that drops
         a stream on disconnect leaves this generator to be closed by the garbage collector, which would also
@@ -102,11 +108,14 @@ class AgentService:
         session lock among them would be closed twice at once. Here, closing cancels the task, and the run
         unwinds in order inside it.
         """
+        fresh = request.session_id is None
+        if fresh:
+            request = request.model_copy(update={"session_id": new_session_id()})
         queue: asyncio.Queue[StreamChunk | None] = asyncio.Queue()
 
         async def relay() -> None:
             try:
-                async for chunk in self._chunks_of(request, user):
+                async for chunk in self._chunks_of(request, user, fresh=fresh):
                     queue.put_nowait(chunk)
             finally:
                 queue.put_nowait(None)
@@ -120,10 +129,10 @@ class AgentService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _chunks_of(self, request: QueryRequest, user: User) -> AsyncGenerator[StreamChunk]:
+    async def _chunks_of(self, request: QueryRequest, user: User, *, fresh: bool) -> AsyncGenerator[StreamChunk]:
         session_id = cast(str, request.session_id)
         try:
-            async with contextlib.aclosing(self._run_events(request, user)) as events:
+            async with contextlib.aclosing(self._run_events(request, user, fresh=fresh)) as events:
                 async for chunk in events:
                     yield chunk
         except AgentRunError as exc:
@@ -167,9 +176,9 @@ class AgentService:
             raise SessionNotFoundError(session_id)
         return record
 
-    async def _answer(self, request: QueryRequest, user: User, *, cached: bool) -> QueryResponse:
+    async def _answer(self, request: QueryRequest, user: User, *, cached: bool, fresh: bool = False) -> QueryResponse:
         done: StreamChunk | None = None
-        async with contextlib.aclosing(self._run_events(request, user, tokens=False)) as events:
+        async with contextlib.aclosing(self._run_events(request, user, tokens=False, fresh=fresh)) as events:
             async for chunk in events:
                 done = chunk
         if done is None or done.type != "done":
@@ -201,8 +210,9 @@ class AgentService:
         )
 
     async def _run_events(
-        self, request: QueryRequest, user: User, *, tokens: bool = True
+        self, request: QueryRequest, user: User, *, tokens: bool = True, fresh: bool = False
     ) -> AsyncGenerator[StreamChunk]:
+        """The run's chunks; `fresh`: its session was made for this request, and no one can know its id yet."""
         session_id = request.session_id or new_session_id()
         run = Run(session_id=session_id, tokens=tokens)
         question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
@@ -211,7 +221,8 @@ class AgentService:
         self.active_runs += 1
         try:
             async with self.conversations.lock(session_id):
-                await self._check_owner(session_id, user)  # again under the lock: it may have been taken meanwhile
+                if not fresh:  # again under the lock: the session may have been taken meanwhile
+                    await self._check_owner(session_id, user)
                 yield StreamChunk(type="start", session_id=session_id, metadata=meta)
                 try:
                     async with contextlib.aclosing(self.runner.events(question, request.max_iterations, run)) as events:

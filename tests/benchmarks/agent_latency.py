@@ -41,7 +41,7 @@ async def _ask(client: httpx.AsyncClient, question: str, problems: list[str]) ->
 
 def _client(url: str, token: str, connections: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60)
 
 
@@ -76,11 +76,11 @@ class FirstToken:
     steps_before: tuple[str, ...]
 
 
-async def _first_token(client: httpx.AsyncClient) -> FirstToken:
+async def _first_token(client: httpx.AsyncClient, path: str = "/api/v1/query/stream") -> FirstToken:
     started = time.perf_counter()
     steps: list[str] = []
     event = ""
-    async with client.stream("POST", "/api/v1/query/stream", json={"query": GREETING}) as response:
+    async with client.stream("POST", path, json={"query": GREETING}) as response:
         if response.status_code != 200:
             raise RuntimeError(f"POST /api/v1/query/stream answered {response.status_code}")
         async for line in response.aiter_lines():
@@ -99,6 +99,35 @@ async def _ttft(url: str, token: str, samples: int) -> list[FirstToken]:
     async with _client(url, token, 1) as client:
         await _first_token(client)  # warm-up, and a kept-alive connection for the samples
         return [await _first_token(client) for _ in range(samples)]
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """A server to time streams of: its URL, a token (or ""), and the stream's path."""
+
+    url: str
+    token: str
+    path: str = "/api/v1/query/stream"
+
+
+def measure_ttft_in_turns(targets: list[StreamTarget], *, samples: int = 5) -> list[list[FirstToken]]:
+    """Time to the first token of each target, one stream at a time, the targets in turns (A B A B ...)."""
+    return asyncio.run(_ttft_in_turns(targets, samples))
+
+
+async def _ttft_in_turns(targets: list[StreamTarget], samples: int) -> list[list[FirstToken]]:
+    clients = [_client(target.url, target.token, 1) for target in targets]
+    try:
+        for client, target in zip(clients, targets, strict=True):
+            await _first_token(client, target.path)  # warm-up, and a kept-alive connection for the samples
+        times: list[list[FirstToken]] = [[] for _ in targets]
+        for _ in range(samples):
+            for client, target, measured in zip(clients, targets, times, strict=True):
+                measured.append(await _first_token(client, target.path))
+        return times
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def measure_ttft(url: str, token: str, *, samples: int = 5) -> list[FirstToken]:

@@ -1,7 +1,9 @@
-"""The bench's ceiling: a bare FastAPI endpoint that parses a query body and answers with one Redis GET."""
+"""The bench's ceilings: a bare FastAPI endpoint that parses a query body and answers with one Redis GET, and a
+bare SSE endpoint whose first token waits only for the model's delay."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -9,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 KEY_PREFIX = "bench:answer:"
@@ -54,6 +57,17 @@ def create_app() -> FastAPI:
         if raw is None:
             return Response(b'{"error": "not_found"}', status_code=404, media_type="application/json")
         return Response(raw, media_type="application/json")
+
+    @app.post("/api/v1/query/stream")
+    async def query_stream(body: Query, first_token_ms: float = 0) -> StreamingResponse:
+        # Nothing but the model's own delay before the first token: what a client sees of the model alone.
+        async def events() -> AsyncIterator[bytes]:
+            yield b'event: start\ndata: {"type": "start"}\n\n'
+            await asyncio.sleep(first_token_ms / 1000)
+            yield b'event: token\ndata: {"type": "token", "content": "Hello"}\n\n'
+            yield b'event: done\ndata: {"type": "done"}\n\n'
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
 

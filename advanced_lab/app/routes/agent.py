@@ -39,7 +39,7 @@ _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Ca
 
 async def prepared_query(body: QueryRequest, agent: AgentDep, user: CurrentUser) -> QueryRequest:
     """The query with its session checked before the stream starts, so a 404 is still a 404."""
-    return await agent.prepare(body, user)
+    return await agent.check_session(body, user)
 
 
 @router.post(
@@ -56,7 +56,7 @@ async def query(body: QueryRequest, agent: AgentDep, user: CurrentUser, response
     JSON answers are cached: `X-Cache` says HIT (no agent run), MISS or BYPASS, as does `metadata.cached`.
     """
     if body.stream:
-        return _event_stream(agent.stream_query(await agent.prepare(body, user), user))
+        return _event_stream(agent.stream_query(await agent.check_session(body, user), user))
     answer, cache_status = await agent.process_query(body, user)
     response.headers["X-Cache"] = cache_status
     return answer
