@@ -222,15 +222,13 @@ class AgentService:
         cache read has `recorded` it already."""
         started = time.perf_counter()
         session_id = cast(str, request.session_id)
+        metadata = {**cached.get("metadata", {}), "cached": True}
+        answer = QueryResponse.model_validate({**cached, "session_id": session_id, "metadata": metadata})
         if not recorded:
             question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
-            turn = [question, AIMessage(content=cached["response"])]
-            await self.conversations.add_turn(session_id, user.username, turn)
-        metadata = {**cached.get("metadata", {}), "cached": True}
-        execution_time = round(time.perf_counter() - started, 4)
-        return QueryResponse.model_validate(
-            {**cached, "session_id": session_id, "execution_time": execution_time, "metadata": metadata}
-        )
+            await self.conversations.add_turn(session_id, user.username, [question, AIMessage(content=answer.response)])
+        answer.execution_time = round(time.perf_counter() - started, 4)
+        return answer
 
     async def _run_events(
         self, request: QueryRequest, user: User, *, tokens: bool = True, fresh: bool = False
