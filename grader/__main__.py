@@ -70,17 +70,35 @@ def _list(lab: Lab) -> int:
     return 0
 
 
-async def _cancel_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`; SIGTERM cancels it like Ctrl+C does, so the stage is stopped on the way out."""
+async def _interruptible(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; Ctrl+C or SIGTERM cancels it, so the stage is stopped on the way out.
+
+    A cancellation can be lost inside a library (anyio's cancel scopes and asyncio.timeout can swallow one in
+    Python 3.11), and the grading then goes on to its end, where it stops the stage as usual; the interrupt
+    still decides the outcome.
+    """
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, or not the main thread
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, or not the main thread
+            loop.add_signal_handler(sig, interrupt)
     try:
-        return await task
+        result = await task
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    if interrupted:
+        raise asyncio.CancelledError
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"grading {args.path} as the {lab} lab: {len(selected)} checks, {sum(c.points for c in selected)} points")
     try:
         work = grade(stage, lab, selected, start_timeout=args.start_timeout, say=_say, show=_show)
-        report = asyncio.run(_cancel_on_sigterm(work))
+        report = asyncio.run(_interruptible(work))
     except (KeyboardInterrupt, asyncio.CancelledError):
         _say("interrupted; the stage was stopped")
         return INTERRUPTED

@@ -1,6 +1,9 @@
 """`python -m grader`: exit codes, ungradable stages, report files, and stopping the stage when interrupted."""
 
+import asyncio
+import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.__main__ import main
+from grader.__main__ import _interruptible, main
 from tests.grader.stages.advanced import MINI
 from tests.support.stage import ROOT
 
@@ -126,3 +129,23 @@ def test_an_interrupted_grade_stops_the_stage(how: signal.Signals) -> None:
             grader.wait()
         if grader.stderr:
             grader.stderr.close()
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_wins_even_when_a_library_loses_the_cancellation(how: signal.Signals) -> None:
+    """Work that swallows its cancellation (as a library can) runs to its end, and is still reported interrupted."""
+    finished = []
+
+    async def stubborn() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # lost here, as inside a library
+            await asyncio.sleep(10)
+        finished.append(True)
+        return "graded"
+
+    async def interrupted_soon() -> str:
+        asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), how)
+        return await _interruptible(stubborn())
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(interrupted_soon())
+    assert finished == [True]
