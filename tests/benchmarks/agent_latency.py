@@ -82,7 +82,7 @@ async def _first_token(client: httpx.AsyncClient, path: str = "/api/v1/query/str
     event = ""
     async with client.stream("POST", path, json={"query": GREETING}) as response:
         if response.status_code != 200:
-            raise RuntimeError(f"POST /api/v1/query/stream answered {response.status_code}")
+            raise RuntimeError(f"POST {path} answered {response.status_code}")
         async for line in response.aiter_lines():
             if line.startswith("event: "):
                 event = line.removeprefix("event: ")
@@ -93,12 +93,6 @@ async def _first_token(client: httpx.AsyncClient, path: str = "/api/v1/query/str
             elif line.startswith("data: ") and event == "step":
                 steps.append(json.loads(line.removeprefix("data: "))["content"])
     raise RuntimeError("the stream ended without a token event")
-
-
-async def _ttft(url: str, token: str, samples: int) -> list[FirstToken]:
-    async with _client(url, token, 1) as client:
-        await _first_token(client)  # warm-up, and a kept-alive connection for the samples
-        return [await _first_token(client) for _ in range(samples)]
 
 
 @dataclass(frozen=True)
@@ -132,4 +126,4 @@ async def _ttft_in_turns(targets: list[StreamTarget], samples: int) -> list[list
 
 def measure_ttft(url: str, token: str, *, samples: int = 5) -> list[FirstToken]:
     """Milliseconds from sending the stream request to its first `event: token` line, one stream at a time."""
-    return asyncio.run(_ttft(url, token, samples))
+    return measure_ttft_in_turns([StreamTarget(url, token)], samples=samples)[0]

@@ -170,7 +170,7 @@ async def get_current_user(request: Request, token: str | None) -> User:
     """The user the bearer token belongs to; 401 without a valid token or for an unknown user."""
     if not token:
         raise UnauthorizedError("Not authenticated")
-    auth: AuthService = request.app.state.auth_service
+    auth = await get_auth_service(request)
     user = await auth.get_user(auth.tokens.verify(token))
     if user is None:
         raise UnauthorizedError("Could not validate the token")

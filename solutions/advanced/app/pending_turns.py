@@ -26,26 +26,19 @@ from .redis_batch import RedisBatch
 
 logger = get_logger(__name__)
 
-# A turn is a hash: `turn`, its fields as JSON, and `answer`, the answer as the cache stores it (a JSON object
+# A turn is a hash: `turn`, its fields as JSON, and `answer`, the value cached under the question (a JSON object
 # with a `response`). KEYS: the turn, the owner's set of pending sessions, the queue of sessions to write, how
-# many are pending. ARGV: the turn's fields, its session.
-_STORE = """
+# many are pending, the cached answer. ARGV: the turn's fields, its session. Nothing is recorded without a
+# cached answer; the cached value is returned.
+_RECORD_ON_HIT = """
+local answer = redis.call('GET', KEYS[5])
+if not answer then return false end
 redis.call('HSET', KEYS[1], 'turn', ARGV[1], 'answer', answer)
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('INCR', KEYS[4])
 return answer
 """
-# ARGV[3]: the answer.
-_RECORD = "local answer = ARGV[3]\n" + _STORE
-# KEYS[5]: the cached answer. Nothing is recorded without one, and the cached value is returned.
-_RECORD_ON_HIT = (
-    """
-local answer = redis.call('GET', KEYS[5])
-if not answer then return false end
-"""
-    + _STORE
-)
 # KEYS: the turn, the owner's set, the count. ARGV: the session. Only the taker that deletes the turn counts it.
 _FORGET = """
 if redis.call('DEL', KEYS[1]) == 1 then
@@ -76,7 +69,6 @@ class PendingTurns:
         self.namespace = namespace
         self._queue = f"{namespace}:queue"
         self._count = f"{namespace}:count"
-        self._record = client.register_script(_RECORD)
         self._record_on_hit = (batch or client).register_script(_RECORD_ON_HIT)  # a request's: batched
         self._forget = client.register_script(_FORGET)
 
@@ -86,22 +78,14 @@ class PendingTurns:
     def _owner_key(self, owner: str) -> str:
         return f"{self.namespace}:owner:{owner}"
 
-    def _keys(self, session_id: str, owner: str) -> list[str]:
-        return [self._turn_key(session_id), self._owner_key(owner), self._queue, self._count]
-
-    async def record(self, turn: PendingTurn) -> None:
-        """Keep the turn until it is written; raises RedisError if Redis cannot take it."""
-        fields = _fields(turn.session_id, turn.owner, turn.question, turn.question_id, turn.at)
-        answer = orjson.dumps({"response": turn.answer})
-        await self._record(keys=self._keys(turn.session_id, turn.owner), args=[fields, turn.session_id, answer])
-
     async def record_on_hit(
         self, cache_key: str, *, session_id: str, owner: str, question: str, question_id: str
     ) -> bytes | None:
         """The value cached under cache_key, and if there is one, the session's first turn recorded with it as
         the answer, in one round trip; None (nothing recorded) on a miss. Raises RedisError."""
-        fields = _fields(session_id, owner, question, question_id, datetime.now(UTC))
-        keys = [*self._keys(session_id, owner), cache_key]
+        turn = {"session_id": session_id, "owner": owner, "question": question, "question_id": question_id}
+        fields = orjson.dumps({**turn, "at": datetime.now(UTC)})
+        keys = [self._turn_key(session_id), self._owner_key(owner), self._queue, self._count, cache_key]
         cached: bytes | None = await self._record_on_hit(keys=keys, args=[fields, session_id])
         return cached
 
@@ -141,12 +125,6 @@ class PendingTurns:
         """Take up to `count` sessions off the queue (each goes to one taker, in any worker)."""
         taken = await self.client.lpop(self._queue, count)
         return [_text(member) for member in cast(list[bytes] | None, taken) or []]
-
-
-def _fields(session_id: str, owner: str, question: str, question_id: str, at: datetime) -> bytes:
-    return orjson.dumps(
-        {"session_id": session_id, "owner": owner, "question": question, "question_id": question_id, "at": at}
-    )
 
 
 def _text(value: bytes | str) -> str:

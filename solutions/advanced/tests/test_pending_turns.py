@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
@@ -128,9 +129,16 @@ def test_a_turn_left_pending_by_a_crash_is_written_once(tmp_path: Path, redis: R
 async def _record(url: str, turn: PendingTurn) -> None:
     client = aioredis.Redis.from_url(url)
     try:
-        await PendingTurns(client).record(turn)
+        await _record_with(PendingTurns(client), client, turn)
     finally:
         await client.aclose()
+
+
+async def _record_with(pending: PendingTurns, client: aioredis.Redis, turn: PendingTurn) -> None:
+    """Record the turn as a cache hit in a new session does: its answer read from a cached value."""
+    await client.set("test:cached-answer", orjson.dumps({"response": turn.answer}))
+    fields = {"session_id": turn.session_id, "owner": turn.owner, "question": turn.question}
+    assert await pending.record_on_hit("test:cached-answer", **fields, question_id=turn.question_id) is not None
 
 
 def test_an_embedded_redis_with_several_workers_writes_at_once(tmp_path: Path) -> None:
@@ -161,7 +169,7 @@ async def _record_and_take(url: str, turn: PendingTurn) -> None:
     client = aioredis.Redis.from_url(url)
     try:
         pending = PendingTurns(client)
-        await pending.record(turn)
+        await _record_with(pending, client, turn)
         assert await pending.next_sessions(10) == [turn.session_id]  # taken, and then the worker died
     finally:
         await client.aclose()

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from app.redis_batch import RedisBatch
 from tests.support.services import RedisServer
@@ -104,7 +104,7 @@ async def test_every_call_of_a_batch_fails_when_redis_is_down() -> None:
     try:
         script = RedisBatch(client).register_script(NEXT)
         failures = await asyncio.gather(*(script(keys=["counter"]) for _ in range(3)), return_exceptions=True)
+        # A ConnectionError, the RedisError the limiter and the cache catch, for every call of the batch.
         assert all(isinstance(failure, RedisConnectionError) for failure in failures), failures
-        assert all(isinstance(failure, RedisError) for failure in failures)  # what the callers catch
     finally:
         await client.aclose()
