@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(redis_client.aclose)
+            stack.push_async_callback(redis_batch.aclose)
             stack.push_async_callback(engine.dispose)
             stack.callback(mark_process_dead)
             await migrate(engine)

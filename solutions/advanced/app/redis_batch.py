@@ -1,40 +1,51 @@
-"""Script calls that different requests make at the same moment go to Redis together, as one pipeline.
+"""Script calls that different requests make at the same moment go to Redis together, in one round trip.
 
-Every Redis command costs the worker a round trip through redis-py and two system calls, about 60
-microseconds of CPU here, the same for a tiny command as for a script. The rate limit and the cache read of
-every request are script calls, and under load many requests make them in the same turn of the event loop:
-sent as one pipeline, they share that cost (PERFORMANCE.md measures both). Each script still runs atomically
-on the server, in the order the calls were made; a caller waits only for the batch it is in, and a call
-alone in its turn is sent at once, in a batch of one.
+Every Redis command sent through redis-py's client costs the worker about 60 microseconds of CPU here: the
+pool, a timeout task for the write, a timeout for the read, two system calls. The rate limit and the cache
+read of every request are script calls, and under load many requests make them at about the same moment.
+The batch sends them on one connection of its own, as one write, and reads the replies in order: whatever
+calls were made while a round trip was on the wire go out together in the next one (PERFORMANCE.md measures
+it). Each script still runs atomically on the server, in the order the calls were made; a call made when
+nothing is on the wire is sent at the end of the event loop's turn, with whatever else that turn called.
 """
 
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | bytes | int | float
 
 
-@dataclass
 class _Call:
-    script: "BatchedScript"
-    keys: Sequence[Arg]
-    args: Sequence[Arg]
-    result: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    __slots__ = ("args", "keys", "result", "script")
+
+    def __init__(self, script: "BatchedScript", keys: Sequence[Arg], args: Sequence[Arg]) -> None:
+        self.script, self.keys, self.args = script, keys, args
+        self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
 class RedisBatch:
-    """Collects script calls made in one turn of the event loop and sends them in one pipeline."""
+    """Sends the script calls made while it was busy in one round trip, on a connection of its own.
 
-    def __init__(self, client: redis.Redis) -> None:
+    `timeout` bounds each round trip (default: the client's socket timeout); when it passes, or the connection
+    fails, every call of that round trip raises the RedisError redis-py would have raised, and the next round
+    trip connects again.
+    """
+
+    def __init__(self, client: redis.Redis, *, timeout: float | None = None) -> None:
         self.client = client
+        pool = client.connection_pool
+        self.timeout = timeout if timeout is not None else pool.connection_kwargs.get("socket_timeout")
+        # The round trip is bounded as a whole, so the connection itself needs no timeout per read and write.
+        self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         self._calls: list[_Call] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None
+        self.round_trips = 0
 
     def register_script(self, source: str) -> "BatchedScript":
         """A script to call through the batch, as redis-py's `register_script` gives one to call alone."""
@@ -44,38 +55,41 @@ class RedisBatch:
         """The script's reply; raises what Redis (or the connection) raised for it."""
         call = _Call(script, keys, args)
         self._calls.append(call)
-        if len(self._calls) == 1:  # the first call of this turn: send the batch once the turn's calls are in
-            asyncio.get_running_loop().call_soon(self._send_batch)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_while_called(), name="redis-batch")
         return await call.result
 
-    def _send_batch(self) -> None:
-        calls, self._calls = self._calls, []
-        task = asyncio.create_task(self._send(calls), name="redis-batch")
-        self._sending.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._sending.discard)
+    async def aclose(self) -> None:
+        """Close the batch's connection (at shutdown); a later call connects again."""
+        await self._connection.disconnect()
 
-    async def _send(self, calls: list[_Call]) -> None:
+    async def _send_while_called(self) -> None:
         try:
-            replies = await self._execute(calls)
-        except Exception as exc:  # noqa: BLE001 - not swallowed: every call of the batch raises it
-            for call in calls:
-                if not call.result.done():
-                    call.result.set_exception(exc)
-            return
-        except BaseException:  # cancelled (the loop is closing): so are the calls
-            for call in calls:
-                call.result.cancel()
-            raise
-        for call, reply in zip(calls, replies, strict=True):
-            if call.result.done():  # its caller was cancelled; the script ran all the same
-                continue
-            if isinstance(reply, Exception):
-                call.result.set_exception(reply)
-            else:
-                call.result.set_result(reply)
+            while self._calls:
+                calls, self._calls = self._calls, []
+                try:
+                    replies = await self._execute(calls)
+                except Exception as exc:  # noqa: BLE001 - not swallowed: every call of the round trip raises it
+                    for call in calls:
+                        if not call.result.done():
+                            call.result.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled (the loop is closing): so are the calls, queued or sent
+                    for call in (*calls, *self._calls):
+                        call.result.cancel()
+                    raise
+                for call, reply in zip(calls, replies, strict=True):
+                    if call.result.done():  # its caller was cancelled; the script ran all the same
+                        continue
+                    if isinstance(reply, Exception):
+                        call.result.set_exception(reply)
+                    else:
+                        call.result.set_result(reply)
+        finally:
+            self._sender = None
 
     async def _execute(self, calls: list[_Call]) -> list[Any]:
-        replies = await self._pipeline(calls)
+        replies = await self._round_trip(calls)
         missing = {call.script for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)}
         if not missing:
             return replies
@@ -83,16 +97,49 @@ class RedisBatch:
         for script in missing:
             await self.client.script_load(script.source)
         retry = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        for i, reply in zip(retry, await self._pipeline([calls[i] for i in retry]), strict=True):
+        for i, reply in zip(retry, await self._round_trip([calls[i] for i in retry]), strict=True):
             replies[i] = reply
         return replies
 
-    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _round_trip(self, calls: list[_Call]) -> list[Any]:
+        """Send the calls as one write and read one reply each; an error reply is that call's exception."""
+        connection = self._connection
+        self.round_trips += 1
+        commands = b"".join(_evalsha(call) for call in calls)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await connection.send_packed_command(commands, check_health=False)
+                replies: list[Any] = []
+                for _ in calls:
+                    try:
+                        replies.append(await connection.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+        except TimeoutError:
+            # Replies may still be on their way: the connection cannot be trusted to be in step any more.
+            await connection.disconnect(nowait=True)
+            raise RedisTimeoutError(f"no reply from Redis within {self.timeout} s") from None
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
         return replies
+
+
+def _evalsha(call: _Call) -> bytes:
+    """The call as a Redis command (RESP: an array of bulk strings), as redis-py would pack it, in a third of
+    the time: its packer is general, these are only strings and numbers."""
+    parts = [b"EVALSHA", call.script.sha_bytes, b"%d" % len(call.keys), *map(_bulk, call.keys), *map(_bulk, call.args)]
+    return b"*%d\r\n%b" % (len(parts), b"".join(b"$%d\r\n%b\r\n" % (len(part), part) for part in parts))
+
+
+def _bulk(value: Arg) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise DataError(f"Invalid input of type {type(value).__name__}: a script takes bytes, strings and numbers")
 
 
 class BatchedScript:
@@ -102,6 +149,7 @@ class BatchedScript:
         self.batch = batch
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self.sha_bytes = self.sha.encode()
 
     async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         return await self.batch.call(self, keys, args)
