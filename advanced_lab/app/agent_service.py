@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -255,8 +256,8 @@ class AgentService:
 
 
 def new_session_id() -> str:
-    """A fresh session id."""
-    return uuid.uuid4().hex
+    """A fresh session id: 128 random bits in hex, as unguessable as a uuid4 and cheaper to make."""
+    return secrets.token_hex(16)
 
 
 def _summary(record: SessionRecord) -> SessionSummary:

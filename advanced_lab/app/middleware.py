@@ -1,8 +1,8 @@
 """Pure ASGI middleware: request context with a structured access log, and the Redis rate limit."""
 
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Iterable
 
 import orjson
@@ -39,13 +39,16 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, in_flight: InFlight | None = None) -> None:
         self.app = app
         self.in_flight = in_flight or InFlight()
+        # Bound once, with the logging configuration of the app being built: the module's lazy logger would
+        # look the configuration up again for every line.
+        self.access_log = access_logger.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         offered = Headers(scope=scope).get("x-request-id", "")
-        request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if _SANE_REQUEST_ID.match(offered) else secrets.token_hex(16)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         # TODO 3: start each request with a clean log context that carries its request id
@@ -56,7 +59,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id  # error responses carry it already
             await send(message)
 
         self.in_flight.requests += 1
@@ -65,7 +68,7 @@ class RequestContextMiddleware:
         finally:
             self.in_flight.requests -= 1
             # TODO 4: one access line per request: method, path, status, duration, client, user
-            access_logger.info("request")
+            self.access_log.info("request")
 
 
 class BodySizeLimitMiddleware:
@@ -144,9 +147,11 @@ class RateLimitMiddleware:
         headers = decision.headers()
         # TODO 18: refuse with 429 rate_limited, the headers and Retry-After
 
+        raw = _raw_headers(headers)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).update(headers)
+                message["headers"] = [*message.get("headers", ()), *raw]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -156,7 +161,12 @@ async def _send_error(scope: Scope, send: Send, status: int, code: str, detail: 
     """Answer with an ErrorResponse before the app runs (the request id is already in the scope)."""
     request_id = scope.get("state", {}).get("request_id", "-")
     body = orjson.dumps({"error": code, "detail": detail, "request_id": request_id})
-    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw = [*_raw_headers(headers), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers as an ASGI message carries them, for a response that does not have them yet (no route or error
+    handler sets the rate-limit headers)."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]

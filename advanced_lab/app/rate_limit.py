@@ -5,7 +5,7 @@ Also the login throttle: failed logins counted per username, whichever address t
 
 import hashlib
 import math
-import uuid
+import secrets
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -128,7 +128,7 @@ class LoginThrottle:
 
     async def failed(self, username: str) -> None:
         """Count a failed login for the username."""
-        await self._count(username, member=uuid.uuid4().hex)
+        await self._count(username, member=secrets.token_hex(16))
 
     async def succeeded(self, username: str) -> None:
         """Forget the username's failures."""

@@ -2,8 +2,8 @@
 Redis (see pending_turns), and the active_sessions gauge that counts them all."""
 
 import contextlib
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,7 +94,7 @@ class Conversations:
             return None
 
         async def read(cache_key: str) -> bytes | None:
-            question_id = uuid.uuid4().hex
+            question_id = secrets.token_hex(16)
             cached = await pending.record_on_hit(
                 cache_key, session_id=session_id, owner=owner, question=question, question_id=question_id
             )

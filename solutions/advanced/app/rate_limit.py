@@ -5,7 +5,7 @@ Also the login throttle: failed logins counted per username, whichever address t
 
 import hashlib
 import math
-import uuid
+import secrets
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -83,7 +83,7 @@ class RateLimiter:
         """Count a request for client_key and decide; raises RedisError when Redis is unreachable."""
         # BEGIN SOLUTION TODO 16: count the request in the sliding window with one atomic script call
         allowed, remaining, reset_ms = await self._script(
-            keys=[f"{self.namespace}:{client_key}"], args=[self.window * 1000, self.limit, uuid.uuid4().hex]
+            keys=[f"{self.namespace}:{client_key}"], args=[self.window * 1000, self.limit, secrets.token_hex(16)]
         )
         return Decision(bool(allowed), self.limit, max(int(remaining), 0), max(math.ceil(int(reset_ms) / 1000), 1))
         # BEGIN STARTER
@@ -135,7 +135,7 @@ class LoginThrottle:
 
     async def failed(self, username: str) -> None:
         """Count a failed login for the username."""
-        await self._count(username, member=uuid.uuid4().hex)
+        await self._count(username, member=secrets.token_hex(16))
 
     async def succeeded(self, username: str) -> None:
         """Forget the username's failures."""
