@@ -64,7 +64,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id  # error responses carry it already
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id  # set, not added: errors carry it already
             await send(message)
 
         self.in_flight.requests += 1
