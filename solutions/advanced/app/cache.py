@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
 from .config import Settings
@@ -28,8 +29,12 @@ def create_redis(settings: Settings) -> redis.Redis:
 
         client: redis.Redis = fakeredis.FakeAsyncRedis()
         return client
-    # Short timeouts: a Redis that is down must cost a request milliseconds, not seconds.
-    return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30)
+    # Short timeouts: a Redis that is down must cost a request milliseconds, not seconds. The driver info made
+    # once: by default each new connection reads redis-py's version from the installed package's metadata,
+    # 0.7 ms of CPU each while a burst of requests grows the pool.
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30, driver_info=DriverInfo()
+    )
 
 
 class CacheService:

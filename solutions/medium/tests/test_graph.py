@@ -1,5 +1,7 @@
 """The LangGraph workflow, run with the offline model."""
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -66,3 +68,24 @@ async def test_budget_of_one_ends_without_running_past_it() -> None:
     state, nodes = await _ask(_graph(), "What is 12 * 7?", max_iterations=1)
     assert nodes == ["supervisor"]
     assert state["budget_exhausted"] is True
+
+
+async def test_routing_between_steps_never_leaves_the_event_loop() -> None:
+    """The routers are coroutines: a plain function would run in the executor's threads, a hop per step."""
+    submitted = []
+
+    class Counting(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    executor = Counting(max_workers=1)
+    loop.set_default_executor(executor)
+    try:
+        _, nodes = await _ask(_graph(), "hello")
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor())
+        executor.shutdown()
+    assert nodes == ["supervisor", "writer"]
+    assert submitted == []

@@ -96,7 +96,12 @@ def build_agent_graph(
         prompt = [SystemMessage(RESEARCHER_PROMPT), *state["messages"], *state["research"]]
         return {"research": [await researcher_model.ainvoke(prompt, config)]}
 
-    def after_research(state: AgentState) -> str:
+    # The routers are coroutines on purpose: LangGraph runs a plain function of an async graph in a thread of the
+    # executor, a hop there and back between two steps of every run.
+    async def after_supervisor(state: AgentState) -> str:
+        return state["next"]
+
+    async def after_research(state: AgentState) -> str:
         last = state["research"][-1] if state["research"] else None
         wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
         # A tool round costs two more steps (tools, researcher) and the writer needs one.
@@ -116,7 +121,7 @@ def build_agent_graph(
     graph.add_node(TOOLS, ToolNode(list(tools), messages_key="research"))
     graph.add_node(WRITER, writer)
     graph.add_edge(START, SUPERVISOR)
-    graph.add_conditional_edges(SUPERVISOR, lambda state: state["next"], [RESEARCHER, WRITER, END])
+    graph.add_conditional_edges(SUPERVISOR, after_supervisor, [RESEARCHER, WRITER, END])
     graph.add_conditional_edges(RESEARCHER, after_research, [TOOLS, WRITER])
     graph.add_edge(TOOLS, RESEARCHER)
     graph.add_edge(WRITER, END)
