@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from typing import Any, Literal, cast
 
@@ -79,7 +78,7 @@ class AgentService:
     async def prepare(self, request: QueryRequest, user: User) -> QueryRequest:
         """The request with its session: a new one, or one of the user's (another user's is not found)."""
         if request.session_id is None:
-            return request.model_copy(update={"session_id": new_session_id()})
+            return _in_new_session(request)
         return await self.check_session(request, user)
 
     async def process_query(self, request: QueryRequest, user: User) -> tuple[QueryResponse, CacheStatus]:
@@ -88,7 +87,7 @@ class AgentService:
         request = await self.prepare(request, user)
         session_id = cast(str, request.session_id)
         # TODO 8: answer from the cache on a hit (without running the agent), else run and store
-        return await self._answer(request, user, cached=False), "BYPASS"
+        return await self._answer(request, user), "BYPASS"
 
     def _cache_key(self, request: QueryRequest, history: list[str]) -> str:
         return response_cache_key(
@@ -111,7 +110,7 @@ class AgentService:
         """
         fresh = request.session_id is None
         if fresh:
-            request = request.model_copy(update={"session_id": new_session_id()})
+            request = _in_new_session(request)
         queue: asyncio.Queue[StreamChunk | None] = asyncio.Queue()
 
         async def relay() -> None:
@@ -177,7 +176,8 @@ class AgentService:
             raise SessionNotFoundError(session_id)
         return record
 
-    async def _answer(self, request: QueryRequest, user: User, *, cached: bool, fresh: bool = False) -> QueryResponse:
+    async def _answer(self, request: QueryRequest, user: User, *, fresh: bool = False) -> QueryResponse:
+        """A run's answer (not from the cache)."""
         done: StreamChunk | None = None
         async with contextlib.aclosing(self._run_events(request, user, tokens=False, fresh=fresh)) as events:
             async for chunk in events:
@@ -190,7 +190,7 @@ class AgentService:
             session_id=done.session_id,
             execution_time=done.metadata["execution_time"],
             tokens_used=done.metadata["tokens_used"],
-            metadata={**metadata, "cached": cached},
+            metadata={**metadata, "cached": False},
         )
 
     async def _replay(
@@ -203,7 +203,7 @@ class AgentService:
         metadata = {**cached.get("metadata", {}), "cached": True}
         answer = QueryResponse.model_validate({**cached, "session_id": session_id, "metadata": metadata})
         if not recorded:
-            question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+            question = HumanMessage(content=request.query, id=secrets.token_hex(16))
             await self.conversations.add_turn(session_id, user.username, [question, AIMessage(content=answer.response)])
         answer.execution_time = round(time.perf_counter() - started, 4)
         return answer
@@ -212,9 +212,9 @@ class AgentService:
         self, request: QueryRequest, user: User, *, tokens: bool = True, fresh: bool = False
     ) -> AsyncGenerator[StreamChunk]:
         """The run's chunks; `fresh`: its session was made for this request, and no one can know its id yet."""
-        session_id = request.session_id or new_session_id()
+        session_id = cast(str, request.session_id)  # prepared: check_session, or a new session's id
         run = Run(session_id=session_id, tokens=tokens)
-        question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+        question = HumanMessage(content=request.query, id=secrets.token_hex(16))
         meta = {"provider": self.provider, "model": self.model_name}
         outcome = "error"
         self.active_runs += 1
@@ -253,6 +253,10 @@ class AgentService:
                 "stop_reason": run.stop_reason,
             },
         )
+
+
+def _in_new_session(request: QueryRequest) -> QueryRequest:
+    return request.model_copy(update={"session_id": new_session_id()})
 
 
 def new_session_id() -> str:

@@ -1,7 +1,7 @@
 """Background tasks, kept in the database: owned by a user, polled by id, never silently lost."""
 
 import asyncio
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ class TaskManager:
 
     async def submit(self, run: Callable[[], Awaitable[QueryResponse]], owner: str) -> TaskStatus:
         """Record a pending task, start it, and return its status."""
-        task_id = uuid.uuid4().hex
+        task_id = secrets.token_hex(16)
         now = utcnow()
         async with self._db.begin() as db:
             db.add(TaskRow(task_id=task_id, owner=owner, status="pending", created_at=now, updated_at=now))

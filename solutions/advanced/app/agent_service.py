@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from typing import Any, Literal, cast
 
@@ -79,7 +78,7 @@ class AgentService:
     async def prepare(self, request: QueryRequest, user: User) -> QueryRequest:
         """The request with its session: a new one, or one of the user's (another user's is not found)."""
         if request.session_id is None:
-            return request.model_copy(update={"session_id": new_session_id()})
+            return _in_new_session(request)
         return await self.check_session(request, user)
 
     async def process_query(self, request: QueryRequest, user: User) -> tuple[QueryResponse, CacheStatus]:
@@ -89,7 +88,7 @@ class AgentService:
         session_id = cast(str, request.session_id)
         # BEGIN SOLUTION TODO 8: answer from the cache on a hit (without running the agent), else run and store
         if not self.settings.cache_enabled:
-            return await self._answer(request, user, cached=False, fresh=fresh), "BYPASS"
+            return await self._answer(request, user, fresh=fresh), "BYPASS"
         history = [] if fresh else [str(message.text) for message in await self.conversations.messages(session_id)]
         key = self._cache_key(request, history)
         # A session made for this request (a new random id) can be neither contended nor someone else's, and has
@@ -100,11 +99,11 @@ class AgentService:
             self.metrics.cache_hits.inc()
             return await self._replay(request, user, hit, recorded=reader is not None), "HIT"
         self.metrics.cache_misses.inc()
-        answer = await self._answer(request, user, cached=False, fresh=fresh)
+        answer = await self._answer(request, user, fresh=fresh)
         await self.cache.set(key, answer.model_dump(mode="json"), ttl=self.settings.cache_ttl)
         return answer, "MISS"
         # BEGIN STARTER
-        # return await self._answer(request, user, cached=False), "BYPASS"
+        # return await self._answer(request, user), "BYPASS"
         # END STARTER
         # END SOLUTION
 
@@ -129,7 +128,7 @@ class AgentService:
         """
         fresh = request.session_id is None
         if fresh:
-            request = request.model_copy(update={"session_id": new_session_id()})
+            request = _in_new_session(request)
         queue: asyncio.Queue[StreamChunk | None] = asyncio.Queue()
 
         async def relay() -> None:
@@ -200,7 +199,8 @@ class AgentService:
         # END SOLUTION
         return record
 
-    async def _answer(self, request: QueryRequest, user: User, *, cached: bool, fresh: bool = False) -> QueryResponse:
+    async def _answer(self, request: QueryRequest, user: User, *, fresh: bool = False) -> QueryResponse:
+        """A run's answer (not from the cache)."""
         done: StreamChunk | None = None
         async with contextlib.aclosing(self._run_events(request, user, tokens=False, fresh=fresh)) as events:
             async for chunk in events:
@@ -213,7 +213,7 @@ class AgentService:
             session_id=done.session_id,
             execution_time=done.metadata["execution_time"],
             tokens_used=done.metadata["tokens_used"],
-            metadata={**metadata, "cached": cached},
+            metadata={**metadata, "cached": False},
         )
 
     async def _replay(
@@ -226,7 +226,7 @@ class AgentService:
         metadata = {**cached.get("metadata", {}), "cached": True}
         answer = QueryResponse.model_validate({**cached, "session_id": session_id, "metadata": metadata})
         if not recorded:
-            question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+            question = HumanMessage(content=request.query, id=secrets.token_hex(16))
             await self.conversations.add_turn(session_id, user.username, [question, AIMessage(content=answer.response)])
         answer.execution_time = round(time.perf_counter() - started, 4)
         return answer
@@ -235,9 +235,9 @@ class AgentService:
         self, request: QueryRequest, user: User, *, tokens: bool = True, fresh: bool = False
     ) -> AsyncGenerator[StreamChunk]:
         """The run's chunks; `fresh`: its session was made for this request, and no one can know its id yet."""
-        session_id = request.session_id or new_session_id()
+        session_id = cast(str, request.session_id)  # prepared: check_session, or a new session's id
         run = Run(session_id=session_id, tokens=tokens)
-        question = HumanMessage(content=request.query, id=uuid.uuid4().hex)
+        question = HumanMessage(content=request.query, id=secrets.token_hex(16))
         meta = {"provider": self.provider, "model": self.model_name}
         outcome = "error"
         self.active_runs += 1
@@ -276,6 +276,10 @@ class AgentService:
                 "stop_reason": run.stop_reason,
             },
         )
+
+
+def _in_new_session(request: QueryRequest) -> QueryRequest:
+    return request.model_copy(update={"session_id": new_session_id()})
 
 
 def new_session_id() -> str:

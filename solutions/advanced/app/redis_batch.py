@@ -22,10 +22,14 @@ Arg = str | bytes | int | float
 
 
 class _Call:
-    __slots__ = ("args", "keys", "result", "script")
+    """One script call: its command, packed when it is made (a bad argument fails that call alone), and the
+    future its caller waits on."""
+
+    __slots__ = ("command", "result", "script")
 
     def __init__(self, script: "BatchedScript", keys: Sequence[Arg], args: Sequence[Arg]) -> None:
-        self.script, self.keys, self.args = script, keys, args
+        self.script = script
+        self.command = _evalsha(script.sha, keys, args)
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
@@ -105,7 +109,7 @@ class RedisBatch:
         """Send the calls as one write and read one reply each; an error reply is that call's exception."""
         connection = self._connection
         self.round_trips += 1
-        commands = b"".join(_evalsha(call) for call in calls)
+        commands = b"".join(call.command for call in calls)
         try:
             async with asyncio.timeout(self.timeout):
                 await connection.send_packed_command(commands, check_health=False)
@@ -125,10 +129,10 @@ class RedisBatch:
         return replies
 
 
-def _evalsha(call: _Call) -> bytes:
-    """The call as a Redis command (RESP: an array of bulk strings), as redis-py would pack it, in a third of
+def _evalsha(sha: str, keys: Sequence[Arg], args: Sequence[Arg]) -> bytes:
+    """EVALSHA as a Redis command (RESP: an array of bulk strings), as redis-py would pack it, in a third of
     the time: its packer is general, these are only strings and numbers."""
-    parts = [b"EVALSHA", call.script.sha_bytes, b"%d" % len(call.keys), *map(_bulk, call.keys), *map(_bulk, call.args)]
+    parts = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(_bulk, keys), *map(_bulk, args)]
     return b"*%d\r\n%b" % (len(parts), b"".join(b"$%d\r\n%b\r\n" % (len(part), part) for part in parts))
 
 
@@ -149,7 +153,6 @@ class BatchedScript:
         self.batch = batch
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        self.sha_bytes = self.sha.encode()
 
     async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         return await self.batch.call(self, keys, args)

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.redis_batch import RedisBatch, _Call, _evalsha
+from app.redis_batch import Arg, RedisBatch, _evalsha
 from tests.support.services import RedisServer
 from tests.support.stage import free_port
 
@@ -165,19 +165,21 @@ async def test_the_batch_reconnects_after_the_server_drops_its_connection(redis:
         await batch.aclose()
 
 
-@pytest.mark.anyio
-async def test_calls_are_sent_as_redis_py_would_pack_them() -> None:
+def test_calls_are_sent_as_redis_py_would_pack_them() -> None:
     """The batch writes its commands itself; byte for byte, they are what redis-py's packer makes."""
-    client = aioredis.Redis()
-    batch = RedisBatch(client)
-    script = batch.register_script(NEXT)
-    keys: list[str | bytes] = ["counter", "ключ", b"\x00raw"]
-    args: list[str | bytes | int | float] = [0, -7, 2**70, 0.1, 1e-9, "text", b"bytes\r\n", ""]
-    expected = b"".join(
-        client.connection_pool.make_connection().pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    )
-    assert _evalsha(_Call(script, keys, args)) == expected
-    for wrong in (True, None, [1]):
-        with pytest.raises(DataError):
-            _evalsha(_Call(script, [], [wrong]))  # type: ignore[list-item]
-    await client.aclose()
+    sha = "0" * 40
+    keys: list[Arg] = ["counter", "ключ", b"\x00raw"]
+    args: list[Arg] = [0, -7, 2**70, 0.1, 1e-9, "text", b"bytes\r\n", ""]
+    packer = aioredis.Redis().connection_pool.make_connection()
+    assert _evalsha(sha, keys, args) == b"".join(packer.pack_command("EVALSHA", sha, len(keys), *keys, *args))
+
+
+@pytest.mark.anyio
+async def test_an_argument_redis_cannot_take_fails_only_its_own_call() -> None:
+    async with client_for("embedded") as client:
+        script = RedisBatch(client).register_script(NEXT)
+        for wrong in (True, None, [1]):
+            replies = await asyncio.gather(
+                script(keys=["counter"]), script(keys=["counter"], args=[wrong]), return_exceptions=True
+            )
+            assert isinstance(replies[1], DataError) and isinstance(replies[0], int), replies
