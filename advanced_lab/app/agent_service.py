@@ -57,6 +57,7 @@ class AgentService:
             tracer=tracer or trace.NoOpTracer(),
         )
         self.active_runs = 0
+        self._unwinding: set[asyncio.Task[None]] = set()
 
     @property
     def provider(self) -> str:
@@ -121,13 +122,31 @@ class AgentService:
                 queue.put_nowait(None)
 
         task = asyncio.create_task(relay(), name=f"stream-{request.session_id}")
+        ended = False
         try:
             while (chunk := await queue.get()) is not None:
                 yield chunk
+            ended = True
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            if ended:  # the run is over and its task is ending on its own
                 await task
+            else:
+                task.cancel()
+                self._unwind(task)
+
+    def _unwind(self, task: asyncio.Task[None]) -> None:
+        """Let a cancelled run unwind in its own task, and keep it until it has (shutdown waits for it).
+
+        Not awaited here: Starlette cancels a closing stream's task again on every turn of the event loop (an
+        anyio cancel scope), and a task awaiting the run would pass each of those on to the run's cleanup, cutting
+        the rollback or the lock's release short, and spinning the loop until the cleanup was done.
+        """
+        self._unwinding.add(task)
+        task.add_done_callback(self._unwinding.discard)
+
+    async def unwound(self) -> None:
+        """Wait until every cancelled run has finished unwinding (before the app closes Redis and the database)."""
+        await asyncio.gather(*self._unwinding, return_exceptions=True)
 
     async def _chunks_of(self, request: QueryRequest, user: User, *, fresh: bool) -> AsyncGenerator[StreamChunk]:
         session_id = cast(str, request.session_id)

@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pending=pending,
                 tracer=tracer,
             )
+            stack.push_async_callback(service.unwound)
             if pending is not None:
                 await stack.enter_async_context(
                     writing_behind(pending, service.conversations.fold, in_flight.idle, embedded=embedded)

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from redis.asyncio.connection import AbstractConnection
 
 from app.main import create_app
 from tests.support.openai_server import OpenAITestServer, run_openai_test_server
@@ -270,3 +271,49 @@ def test_sigterm_finishes_the_request_in_flight_and_fails_the_background_task(tm
         status = httpx.get(f"{stage.url}{task_url}", headers={"Authorization": f"Bearer {token}"}).json()
     assert status["status"] == "failed"
     assert "shut down" in status["error"]
+
+
+def test_a_client_leaving_lets_the_run_clean_up_in_one_go(
+    tmp_path: Path, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client leaving mid-stream cancels its run once, and the run's cleanup (the rollback, then the release of
+    the session's lock) goes to its end. Starlette cancels a closing stream again on every turn of the event loop;
+    when that reached the cleanup, the lock's release was cut off waiting for its reply, and redis-py dropped the
+    connection it was on (to reconnect on the next request). A real Redis: an embedded one answers at once."""
+    settings = make_settings(
+        tmp_path / "d.db", redis_url=redis.url, offline_llm_first_token_delay_ms=0, offline_llm_token_delay_ms=150
+    )
+    app = create_app(settings)
+    dropped: list[str] = []
+    watching = threading.Event()
+    disconnect = AbstractConnection.disconnect
+
+    async def counted(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        if watching.is_set():
+            dropped.append(type(self).__name__)
+        await disconnect(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "disconnect", counted)
+    with _serve_in_thread(app) as (url, _):
+
+        async def scenario() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                login_form = {"username": "demo", "password": "demo-password"}
+                token = (await client.post("/api/v1/auth/login", data=login_form)).json()["access_token"]
+                headers = {"Authorization": f"Bearer {token}"}
+                await _leave_after_first_token(client, headers, -1)
+                _wait_for_no_runs(app)
+                watching.set()
+                for n in range(10):
+                    await _leave_after_first_token(client, headers, n)
+                    _wait_for_no_runs(app)
+                    # The same session again at once: its lock is free, and the abandoned turn is gone.
+                    again = {"query": "hello again", "session_id": f"leaver-{n}"}
+                    answer = await client.post("/api/v1/query", json=again, headers=headers)
+                    assert answer.status_code == 200, answer.text
+                    session = (await client.get(f"/api/v1/session/leaver-{n}", headers=headers)).json()
+                    assert [m["content"] for m in session["messages"] if m["role"] == "user"] == ["hello again"]
+                watching.clear()
+
+        asyncio.run(scenario())
+    assert dropped == [], f"{len(dropped)} Redis connection(s) dropped by 10 clients leaving: a cleanup was cut short"
