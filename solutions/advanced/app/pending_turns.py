@@ -141,29 +141,41 @@ async def write_behind(
     stop: asyncio.Event,
     *,
     interval: float = 0.05,
+    longest: float = 1.0,
     per_second: int = 5,
 ) -> None:
     """Write queued turns: the whole queue while the worker is idle, `per_second` a second when it is busy.
 
+    It looks every `interval` seconds while there are turns to write; each look that finds the queue empty
+    doubles the wait, up to `longest`, so an idle worker neither asks Redis nor wakes up 20 times a second.
     Runs until `stop` is set, and never stops in the middle of a turn: a cancelled write could leave the
     session's lock taken. A turn taken off the queue and not written (a crash, Redis down) is not lost: it
     stays pending and is written when its session is next read, or at shutdown.
     """
-    budget = 0.0
-    while not stop.is_set():
-        await asyncio.sleep(interval)  # not wait_for(stop.wait()): a task per tick costs more than the tick
-        budget = min(budget + interval * per_second, float(per_second))
-        while not stop.is_set() and (idle() or budget >= 1):
-            try:
-                sessions = await pending.next_sessions(20 if idle() else 1)
-            except RedisError as exc:
-                logger.warning("pending turns unreachable", error=type(exc).__name__)
-                break
-            if not sessions:
-                break
-            for session_id in sessions:
-                budget = max(budget - 1, 0.0)
-                await _fold_logged(fold, session_id)
+    budget, wait = 0.0, interval
+    # One task for the whole loop: each tick waits on it with a timeout (no task per tick), and stop ends the wait.
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            await asyncio.wait((stopped,), timeout=wait)
+            budget = min(budget + wait * per_second, float(per_second))
+            found: bool | None = None  # None: the queue was not looked at (a busy worker without budget)
+            while not stop.is_set() and (idle() or budget >= 1):
+                try:
+                    sessions = await pending.next_sessions(20 if idle() else 1)
+                except RedisError as exc:
+                    logger.warning("pending turns unreachable", error=type(exc).__name__)
+                    break
+                found = bool(sessions) or bool(found)
+                if not sessions:
+                    break
+                for session_id in sessions:
+                    budget = max(budget - 1, 0.0)
+                    await _fold_logged(fold, session_id)
+            if found is not None:
+                wait = interval if found else min(wait * 2, longest)
+    finally:
+        stopped.cancel()
 
 
 async def drain(pending: PendingTurns, fold: Fold) -> int:

@@ -173,3 +173,40 @@ async def _record_and_take(url: str, turn: PendingTurn) -> None:
         assert await pending.next_sessions(10) == [turn.session_id]  # taken, and then the worker died
     finally:
         await client.aclose()
+
+
+@pytest.mark.service
+def test_an_idle_worker_looks_at_the_queue_less_and_less_often(tmp_path: Path, redis: RedisServer) -> None:
+    """With nothing to write, the write-behind loop backs off (it used to ask Redis 20 times a second, forever),
+    and a hit still reaches the database soon after."""
+    database = tmp_path / "lab.db"
+    with TestClient(create_app(make_settings(database, redis_url=redis.url))) as client:
+        headers = login(client)
+        client.post("/api/v1/query", json={"query": QUESTION}, headers=headers)  # the miss that caches the answer
+        _wait_until(lambda: len(_session_rows(database)) == 1)
+        time.sleep(1.0)  # backed off by now
+
+        def lpops() -> int:
+            stats = _redis_info(redis.url, "commandstats").get("cmdstat_lpop", {})
+            return int(stats.get("calls", 0))
+
+        before = lpops()
+        time.sleep(3.0)
+        polls = lpops() - before
+        hit = _hit(client, headers)
+        written = time.monotonic()
+        _wait_until(lambda: hit in _session_rows(database), seconds=10)
+        waited = time.monotonic() - written
+    assert polls <= 6, f"{polls} looks at an empty queue in 3 s (every 50 ms would be 60)"
+    assert waited < 5, f"a hit waited {waited:.1f} s to be written behind"
+
+
+def _redis_info(url: str, section: str) -> dict[str, dict[str, str]]:
+    async def info() -> dict[str, dict[str, str]]:
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await client.info(section)  # type: ignore[no-any-return]
+        finally:
+            await client.aclose()
+
+    return anyio.run(info)
