@@ -77,8 +77,10 @@ def build_agent_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[AgentState, Any, AgentState, AgentState]:
     """Compile the workflow around a chat model, the researcher's tools and a checkpointer."""
-    router = model.bind_tools([route], tool_choice="route")
-    researcher_model = model.bind_tools(list(tools))
+    # Only the writer's answer is shown token by token. The routing and research calls are asked not to stream
+    # (stream=False), so LangChain and LangGraph pass no chunks of theirs through the callbacks.
+    router = model.bind_tools([route], tool_choice="route", stream=False)
+    researcher_model = model.bind_tools(list(tools), stream=False)
 
     async def supervisor(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         if state["remaining_steps"] < 2:  # no step left for the writer: end without an answer
