@@ -3,16 +3,20 @@
 import asyncio
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.database import create_engine, migrate, session_factory
 from app.main import create_app
+from app.sessions import SessionRecord, SessionStore
 from tests.support.services import RedisServer, postgres_database
 
 from .conftest import login, make_settings
@@ -123,3 +127,31 @@ def test_a_task_left_running_by_a_crashed_instance_is_reported_failed(client: Te
     assert "stopped before it finished" in status["error"]
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT status FROM tasks WHERE task_id = 'orphan'").fetchone() == ("failed",)
+
+
+async def _record_turns(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        store = SessionStore(session_factory(engine), aioredis.Redis(), lock_seconds=1)
+        first_at, later = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC), datetime(2026, 1, 2, 3, 9, tzinfo=UTC)
+        created = await store.record_turn("s-1", "alice", 2, at=first_at)
+        updated = await store.record_turn("s-1", "mallory", 4, at=later)  # the owner is never changed by a turn
+        stored = await store.get("s-1")
+    finally:
+        await engine.dispose()
+    assert created == SessionRecord("s-1", "alice", first_at, first_at, 2)
+    assert updated == SessionRecord("s-1", "alice", first_at, later, 4)
+    assert stored == updated
+
+
+def test_a_turn_creates_then_updates_the_session_row_on_sqlite(tmp_path: Path) -> None:
+    """A session's row: created by its first turn (created = updated), then only its time and count change."""
+    asyncio.run(_record_turns(f"sqlite+aiosqlite:///{tmp_path / 'rows.db'}"))
+
+
+@pytest.mark.service
+def test_a_turn_creates_then_updates_the_session_row_on_postgresql() -> None:
+    """The same upsert on PostgreSQL."""
+    with postgres_database() as url:
+        asyncio.run(_record_turns(url))
