@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from app.agent import OfflineChatModel, build_agent_graph, default_tools
@@ -89,3 +89,16 @@ async def test_routing_between_steps_never_leaves_the_event_loop() -> None:
         executor.shutdown()
     assert nodes == ["supervisor", "writer"]
     assert submitted == []
+
+
+async def test_only_the_writer_streams_tokens() -> None:
+    """With messages streaming on, the writer's answer arrives in chunks; the routing and research calls are not
+    streamed (their output is never shown), so no chunk of theirs goes through the callbacks."""
+    config = {"configurable": {"thread_id": "s"}}
+    chunked: dict[str, int] = {}
+    turn = {"messages": [HumanMessage("What is 12 * 7?")]}
+    async for message, metadata in _graph().astream(turn, config, stream_mode="messages"):
+        if isinstance(message, AIMessageChunk):
+            node = metadata["langgraph_node"]
+            chunked[node] = chunked.get(node, 0) + 1
+    assert set(chunked) == {"writer"} and chunked["writer"] > 1, chunked
