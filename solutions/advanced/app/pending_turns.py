@@ -146,13 +146,15 @@ async def write_behind(
 ) -> None:
     """Write queued turns: the whole queue while the worker is idle, `per_second` a second when it is busy.
 
-    It looks every `interval` seconds while there are turns to write; each look that finds the queue empty
-    doubles the wait, up to `longest`, so an idle worker neither asks Redis nor wakes up 20 times a second.
+    It looks every `interval` seconds while there are turns to write; each look that finds the queue empty,
+    or Redis unreachable, doubles the wait, up to `longest`, so an idle worker neither asks Redis nor wakes up
+    20 times a second, and a Redis that is down is not asked (nor logged about) 20 times a second either.
     Runs until `stop` is set, and never stops in the middle of a turn: a cancelled write could leave the
     session's lock taken. A turn taken off the queue and not written (a crash, Redis down) is not lost: it
     stays pending and is written when its session is next read, or at shutdown.
     """
     budget, wait = 0.0, interval
+    unreachable = False  # the last look failed: said once, not at every look until Redis is back
     # One task for the whole loop: each tick waits on it with a timeout (no task per tick), and stop ends the wait.
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -164,8 +166,13 @@ async def write_behind(
                 try:
                     sessions = await pending.next_sessions(20 if idle() else 1)
                 except RedisError as exc:
-                    logger.warning("pending turns unreachable", error=type(exc).__name__)
+                    if not unreachable:
+                        logger.warning("pending turns unreachable; looking again less often", error=type(exc).__name__)
+                    unreachable, found = True, False  # backs off as from an empty queue
                     break
+                if unreachable:
+                    unreachable = False
+                    logger.info("pending turns reachable again")
                 found = bool(sessions) or bool(found)
                 if not sessions:
                     break

@@ -210,3 +210,30 @@ def _redis_info(url: str, section: str) -> dict[str, dict[str, str]]:
             await client.aclose()
 
     return anyio.run(info)
+
+
+@pytest.mark.service
+def test_a_worker_whose_redis_is_down_backs_off_and_says_so_once(
+    tmp_path: Path, redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis (a real server) stops just after a turn was written behind: the loop used to try again every 50 ms,
+    logging a warning each time, for as long as Redis was down. Now it backs off and says so once; when Redis is
+    back it says that too, and writes the next hit's turn."""
+    database = tmp_path / "lab.db"
+    with TestClient(create_app(make_settings(database, redis_url=redis.url, log_level="INFO"))) as client:
+        headers = login(client)
+        client.post("/api/v1/query", json={"query": QUESTION}, headers=headers)  # the miss that caches the answer
+        hit = _hit(client, headers)
+        _wait_until(lambda: hit in _session_rows(database))  # the loop is looking often now: it just found a turn
+        capsys.readouterr()
+        redis.stop()
+        time.sleep(2.0)
+        while_down = capsys.readouterr().out
+        redis.restart()  # empty: the answer is cached again by a miss
+        client.post("/api/v1/query", json={"query": QUESTION}, headers=headers)
+        later = _hit(client, headers)
+        _wait_until(lambda: later in _session_rows(database))
+        after = capsys.readouterr().out
+    warnings = while_down.count("pending turns unreachable")
+    assert warnings == 1, f"{warnings} warnings in 2 s with Redis down (the loop that did not back off logged 20)"
+    assert after.count("pending turns reachable again") == 1, after[-2000:]
