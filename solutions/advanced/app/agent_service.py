@@ -165,6 +165,7 @@ class AgentService:
     async def unwound(self) -> None:
         """Wait until every cancelled run has finished unwinding (before the app closes Redis and the database)."""
         await asyncio.gather(*self._unwinding, return_exceptions=True)
+        await self.conversations.sessions.given_back()
 
     async def _chunks_of(self, request: QueryRequest, user: User, *, fresh: bool) -> AsyncGenerator[StreamChunk]:
         session_id = cast(str, request.session_id)

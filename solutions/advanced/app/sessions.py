@@ -5,7 +5,9 @@ when it started and changed, and how many messages it holds.
 """
 
 import asyncio
+import contextlib
 import functools
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockNotOwnedError, RedisError
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -87,6 +90,7 @@ class SessionStore:
         self._redis = redis_client
         self._lock_seconds = lock_seconds
         self._local: dict[str, _LocalLock] = {}
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lock(self, session_id: str) -> AsyncIterator[None]:
@@ -106,11 +110,17 @@ class SessionStore:
         shared = self._redis.lock(
             f"agent:lock:session:{session_id}", timeout=self._lock_seconds, blocking_timeout=self._lock_seconds
         )
+        token = secrets.token_hex(16)
         try:
-            acquired = bool(await shared.acquire())
+            acquired = bool(await shared.acquire(token=token))
         except RedisError as exc:
             logger.warning("session lock without Redis", error=type(exc).__name__)
             acquired = False
+        except BaseException:
+            # Cancelled while asking (a client that left): Redis may have granted the lock all the same, and it
+            # would stay taken until it expired. Given back if so; in a task, which a cancellation cannot cut.
+            self._give_back(shared, token)
+            raise
         try:
             yield
         finally:
@@ -119,6 +129,19 @@ class SessionStore:
                     await shared.release()
                 except RedisError as exc:
                     logger.warning("session lock release failed", error=type(exc).__name__)
+
+    def _give_back(self, shared: Lock, token: str) -> None:
+        async def release_if_granted() -> None:
+            with contextlib.suppress(LockNotOwnedError, RedisError):
+                await shared.do_release(token.encode())
+
+        task = asyncio.create_task(release_if_granted(), name="session-lock-give-back")
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def given_back(self) -> None:
+        """Wait until every lock of a cancelled request has been given back (before the app closes Redis)."""
+        await asyncio.gather(*self._giving_back, return_exceptions=True)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The session's record, whoever owns it, or None."""

@@ -1,24 +1,28 @@
 """Faults: a failing, hanging or babbling LLM provider, clients that leave, Redis that goes away, a shutdown."""
 
 import asyncio
+import contextlib
 import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+import redis as syncredis
+import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from redis.asyncio.connection import AbstractConnection
 
 from app.main import create_app
+from app.sessions import SessionStore
 from tests.support.openai_server import OpenAITestServer, run_openai_test_server
 from tests.support.services import RedisServer
 from tests.support.sse import parse_sse
@@ -317,3 +321,80 @@ def test_a_client_leaving_lets_the_run_clean_up_in_one_go(
 
         asyncio.run(scenario())
     assert dropped == [], f"{len(dropped)} Redis connection(s) dropped by 10 clients leaving: a cleanup was cut short"
+
+
+@pytest.mark.service
+def test_a_lock_granted_as_its_request_is_cancelled_is_given_back(redis: RedisServer) -> None:
+    """The narrowest cancellation: Redis grants a session's lock, and the request is cancelled while the reply is
+    on its way. The lock used to stay taken until it expired (agent timeout + 10 s), and the session's next turn
+    waited that long; now it is given back at once. Replies reach the store through a proxy that holds them back,
+    so the cancellation always comes after the grant and before the reply."""
+    key = "agent:lock:session:s-cancelled"
+
+    async def scenario() -> tuple[bool, float]:
+        held_back = _RepliesHeldBack(redis.port, seconds=0.2)
+        proxy = await asyncio.start_server(held_back.handle, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        client = aioredis.Redis(host="127.0.0.1", port=port)
+        observer = syncredis.Redis.from_url(redis.url)  # straight to Redis
+        store = SessionStore(cast(Any, None), client, lock_seconds=30)  # the lock needs no database
+        try:
+
+            async def take() -> None:
+                async with store.lock("s-cancelled"):
+                    await asyncio.sleep(60)
+
+            task = asyncio.create_task(take())
+            granted = await _polled(lambda: bool(observer.exists(key)), seconds=5)
+            task.cancel()  # the grant's reply is still in the proxy
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            cancelled = time.monotonic()
+            await _polled(lambda: not observer.exists(key), seconds=5)
+            return granted, time.monotonic() - cancelled
+        finally:
+            observer.close()
+            await client.aclose()
+            proxy.close()
+            await held_back.finished()
+
+    granted, held = asyncio.run(scenario())
+    assert granted, "the scenario did not happen: Redis never granted the lock"
+    # Giving it back takes a few replies through the proxy (a new connection, the release script): about 1 s.
+    assert held < 4, f"the cancelled request's lock was still taken {held:.1f} s later"
+
+
+async def _polled(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether the condition came true within `seconds`, looking every 5 ms without blocking the loop."""
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return True
+        await asyncio.sleep(0.005)
+    return condition()
+
+
+class _RepliesHeldBack:
+    """A TCP proxy to Redis: requests go through at once, every reply comes back `seconds` late."""
+
+    def __init__(self, redis_port: int, seconds: float) -> None:
+        self.redis_port, self.seconds = redis_port, seconds
+        self.connections: set[asyncio.Task[None]] = set()
+
+    async def handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections.add(cast("asyncio.Task[None]", asyncio.current_task()))
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        await asyncio.gather(
+            self._pump(client_reader, server_writer, 0), self._pump(server_reader, client_writer, self.seconds)
+        )
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        writer.close()  # the other side sees the end too, and its pump ends
+
+    async def finished(self) -> None:
+        """Wait until every connection through the proxy has ended (after its client closed it)."""
+        await asyncio.wait_for(asyncio.gather(*self.connections), timeout=10)
