@@ -9,7 +9,17 @@ import sys
 
 import pytest
 
-from tests.benchmarks import agent_latency, baseline_app, bench, load, loadgen, plot_load, profile_hot_path, servers
+from tests.benchmarks import (
+    agent_latency,
+    baseline_app,
+    bench,
+    count_instructions,
+    load,
+    loadgen,
+    plot_load,
+    profile_hot_path,
+    servers,
+)
 from tests.support.services import unavailable
 from tests.support.stage import ROOT
 
@@ -36,7 +46,8 @@ Transfer/sec:    672.16KB
 
 def test_the_benchmark_modules_import() -> None:
     """Every benchmark module imports without starting anything."""
-    modules = (agent_latency, baseline_app, bench, load, loadgen, plot_load, profile_hot_path, servers)
+    modules = (agent_latency, baseline_app, bench, count_instructions, load, loadgen, plot_load, profile_hot_path)
+    modules += (servers,)
     assert all(module.__doc__ for module in modules)
 
 
@@ -80,3 +91,17 @@ def test_a_short_bench_completes_and_prints_the_three_ratios() -> None:
     for ratio in ("cached_throughput solution/baseline", "concurrency 5/1 wall time", "ttft_overhead_ms"):
         assert f"RATIO {ratio} = " in done.stdout
     assert "INVALID" not in done.stdout
+
+
+@pytest.mark.service
+def test_a_short_instruction_count_completes_and_prints_a_count_per_answer() -> None:
+    """Forty cached answers counted under callgrind: the run ends cleanly and prints a plausible count."""
+    for tool in ("redis-server", "valgrind", "gcc"):
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} is not installed")
+    command = [sys.executable, "-m", "tests.benchmarks.count_instructions", "--requests", "40", "--warmup", "16"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    per_answer = int(done.stdout.rsplit("= ", 1)[1].split()[0].replace(",", ""))
+    # A cached answer takes about 1.4 M instructions here: far more than nothing, far less than an agent run.
+    assert 100_000 < per_answer < 50_000_000, done.stdout
