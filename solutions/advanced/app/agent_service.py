@@ -131,11 +131,15 @@ class AgentService:
         if fresh:
             request = _in_new_session(request)
         queue: asyncio.Queue[StreamChunk | None] = asyncio.Queue()
+        left = asyncio.Event()
 
         async def relay() -> None:
             try:
-                async for chunk in self._chunks_of(request, user, fresh=fresh):
-                    queue.put_nowait(chunk)
+                async with contextlib.aclosing(self._chunks_of(request, user, fresh=fresh)) as chunks:
+                    async for chunk in chunks:
+                        if left.is_set():  # the cancellation was lost (see below): stop here, in order
+                            break
+                        queue.put_nowait(chunk)
             finally:
                 queue.put_nowait(None)
 
@@ -149,6 +153,9 @@ class AgentService:
             if ended:  # the run is over and its task is ending on its own
                 await task
             else:
+                # On Python 3.11 a cancellation can be lost: asyncio.wait_for, around each of redis-py's writes,
+                # drops one that arrives as the write completes. The run then goes on, and stops at its next chunk.
+                left.set()
                 task.cancel()
                 self._unwind(task)
 

@@ -17,11 +17,14 @@ import pytest
 import redis as syncredis
 import redis.asyncio as aioredis
 import uvicorn
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from redis.asyncio.connection import AbstractConnection
 
+from app.auth import User
 from app.main import create_app
+from app.models import QueryRequest
 from app.sessions import SessionStore
 from tests.support.openai_server import OpenAITestServer, run_openai_test_server
 from tests.support.services import RedisServer
@@ -398,3 +401,42 @@ class _RepliesHeldBack:
     async def finished(self) -> None:
         """Wait until every connection through the proxy has ended (after its client closed it)."""
         await asyncio.wait_for(asyncio.gather(*self.connections), timeout=10)
+
+
+@pytest.mark.service
+def test_a_stream_left_while_its_lock_is_taken_runs_no_turn(tmp_path: Path, redis: RedisServer) -> None:
+    """A client leaves while its stream is taking the session's lock. On Python 3.11 the cancellation can be lost:
+    `asyncio.wait_for`, which redis-py wraps around each write, drops a cancellation that arrives as the write
+    completes. The run then went on for nobody and saved its turn. The stream now also notes that its client
+    left, and the run stops at its next chunk."""
+    settings = make_settings(tmp_path / "left.db", redis_url=redis.url)
+    app = create_app(settings)
+
+    async def scenario() -> tuple[bool, list[str]]:
+        observer = syncredis.Redis.from_url(redis.url)
+        try:
+            async with LifespanManager(app):
+                service = app.state.agent_service
+                user = User(username="demo", full_name="Demo", disabled=False)
+                stream = service.stream_query(QueryRequest(query="hello"), user)
+                first = asyncio.create_task(anext(stream))
+                # Looked at after every turn of the loop: the client leaves as soon as Redis has granted the lock,
+                # before the run has read the reply, and on Python 3.11 redis-py's wait_for then drops the
+                # cancellation (the old code saved the turn in each of three tries).
+                for _ in range(1000):
+                    await asyncio.sleep(0)
+                    if granted := bool(observer.keys("agent:lock:session:*")):
+                        break
+                first.cancel()  # the client leaves
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await first
+                await stream.aclose()
+                await service.unwound()
+                saved = [record.session_id for record in await service.list_sessions(user)]
+        finally:
+            observer.close()
+        return granted, saved
+
+    granted, saved = asyncio.run(scenario())
+    assert granted, "the scenario did not happen: Redis never granted the lock"
+    assert saved == [], "a turn was saved although its client left while the session's lock was being taken"
