@@ -104,11 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # the collector no longer walks it: each full collection took ~150 ms of a busy worker, and was its p99.
             gc.collect()
             gc.freeze()
-            # The requests in flight hold a few thousand objects, which reference counting frees when each is done.
-            # With the default threshold (700 new objects) the collector walked them every ninth cached answer
-            # or so and found next to nothing to free; at 10,000 it rarely runs (2.5 % fewer instructions per
-            # cached answer, PERFORMANCE.md section 11).
-            gc.set_threshold(10_000, 10, 10)
             logger.info("started", environment=settings.environment, provider=settings.llm_provider)
             yield
         if provider is not None:
