@@ -1,12 +1,63 @@
 """LangGraph checkpoints in the database, so sessions survive restarts and are shared by every instance."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy.engine import make_url
+
+T = TypeVar("T")
+
+
+async def _to_completion(write: Coroutine[Any, Any, T]) -> T:
+    """Run a write in a task of its own and wait for it even if the caller is cancelled meanwhile (a cancelled
+    request is often cancelled again and again), then pass the cancellation on."""
+    task = asyncio.ensure_future(write)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.done():
+                raise
+            cancelled = exc
+        else:
+            break
+    if cancelled is not None:
+        raise cancelled
+    return result
+
+
+class CommittedSqliteSaver(AsyncSqliteSaver):
+    """SQLite checkpoints whose every write is committed, even when the run that asked for it is cancelled.
+
+    AsyncSqliteSaver executes a write, then awaits the commit. A cancellation between the two leaves its
+    connection inside the write transaction, holding SQLite's write lock until some later checkpoint commits; on a
+    quiet server every other writer (the session rows, the tasks) waits out its busy timeout and fails with
+    "database is locked". Running each write to completion closes that gap.
+    """
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await _to_completion(super().aput(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await _to_completion(super().aput_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await _to_completion(super().adelete_thread(thread_id))
 
 
 @asynccontextmanager

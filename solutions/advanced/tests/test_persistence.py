@@ -1,6 +1,7 @@
 """Sessions, users and tasks live in the database: restarts lose nothing, instances share everything."""
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -12,7 +13,9 @@ import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from langgraph.checkpoint.base import empty_checkpoint
 
+from app.checkpoints import open_checkpointer
 from app.config import Settings
 from app.database import create_engine, migrate, session_factory
 from app.main import create_app
@@ -155,3 +158,41 @@ def test_a_turn_creates_then_updates_the_session_row_on_postgresql() -> None:
     """The same upsert on PostgreSQL."""
     with postgres_database() as url:
         asyncio.run(_record_turns(url))
+
+
+def _write_lock_is_free(database: Path) -> bool:
+    """True if another connection can take SQLite's write lock at once (no busy wait)."""
+    connection = sqlite3.connect(database, timeout=0)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+async def _cancel_checkpoint_writes(database: Path, writes: int) -> list[int]:
+    async with open_checkpointer(f"sqlite+aiosqlite:///{database}") as saver:
+        locked_after = []
+        for attempt in range(writes):
+            config = {"configurable": {"thread_id": f"t-{attempt}", "checkpoint_ns": ""}}
+            write = asyncio.create_task(saver.aput(config, empty_checkpoint(), {"source": "input", "step": -1}, {}))
+            for _ in range(attempt % 4 + 1):  # cancel at different points of the write
+                await asyncio.sleep(0)
+            write.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await write
+            assert write.cancelled(), "the caller must still learn that it was cancelled"
+            if not _write_lock_is_free(database):
+                locked_after.append(attempt)
+        return locked_after
+
+
+def test_a_cancelled_checkpoint_write_does_not_keep_the_database_locked(tmp_path: Path) -> None:
+    """A run cancelled while its checkpoint is written (a client leaving, a deadline) must not leave the
+    checkpointer's connection inside its write transaction: until some later checkpoint committed, every other
+    writer would wait out the busy timeout and fail with "database is locked"."""
+    database = tmp_path / "checkpoints.db"
+    assert asyncio.run(_cancel_checkpoint_writes(database, 40)) == []
