@@ -3,6 +3,7 @@
 No timing is asserted here: timings belong to `nox -s bench`, read as ratios of one run.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from tests.benchmarks import (
     baseline_app,
     bench,
     count_instructions,
+    graph_steps,
     load,
     loadgen,
     plot_load,
@@ -47,7 +49,7 @@ Transfer/sec:    672.16KB
 def test_the_benchmark_modules_import() -> None:
     """Every benchmark module imports without starting anything."""
     modules = (agent_latency, baseline_app, bench, count_instructions, load, loadgen, plot_load, profile_hot_path)
-    modules += (servers,)
+    modules += (graph_steps, servers)
     assert all(module.__doc__ for module in modules)
 
 
@@ -105,3 +107,13 @@ def test_a_short_instruction_count_completes_and_prints_a_count_per_answer() -> 
     per_answer = int(done.stdout.rsplit("= ", 1)[1].split()[0].replace(",", ""))
     # A cached answer takes about 1.4 M instructions here: far more than nothing, far less than an agent run.
     assert 100_000 < per_answer < 50_000_000, done.stdout
+
+
+def test_the_graph_step_comparison_times_both_graphs_to_the_writer() -> None:
+    """Both graphs run to the writer's first token (the script raises if either sends none) and are compared."""
+    command = [sys.executable, "-m", "tests.benchmarks.graph_steps", "--runs", "5", "--warmup", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", done.stdout, re.MULTILINE)]
+    assert len(medians) == 2 and all(median > 0 for median in medians), done.stdout
+    assert "one step fewer saves" in done.stdout, done.stdout
