@@ -21,6 +21,7 @@ from tests.benchmarks import (
     plot_load,
     profile_hot_path,
     servers,
+    ttft_parts,
 )
 from tests.support.services import unavailable
 from tests.support.stage import ROOT
@@ -49,7 +50,7 @@ Transfer/sec:    672.16KB
 def test_the_benchmark_modules_import() -> None:
     """Every benchmark module imports without starting anything."""
     modules = (agent_latency, baseline_app, bench, count_instructions, load, loadgen, plot_load, profile_hot_path)
-    modules += (graph_steps, servers)
+    modules += (graph_steps, servers, ttft_parts)
     assert all(module.__doc__ for module in modules)
 
 
@@ -93,6 +94,18 @@ def test_a_short_bench_completes_and_prints_the_three_ratios() -> None:
     for ratio in ("cached_throughput solution/baseline", "concurrency 5/1 wall time", "ttft_overhead_ms"):
         assert f"RATIO {ratio} = " in done.stdout
     assert "INVALID" not in done.stdout
+
+
+@pytest.mark.service
+def test_the_ttft_parts_run_every_configuration() -> None:
+    """Each configuration of ttft_parts starts, streams and is compared with the bare endpoint."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+    command = [sys.executable, "-m", "tests.benchmarks.ttft_parts", "--samples", "1", "--delay-ms", "10"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    measured = re.findall(r"^  (\S.*?)\s+(-?[\d.]+) ms$", done.stdout, re.MULTILINE)
+    assert [name for name, _ in measured] == [name for name, _ in ttft_parts.STEPS], done.stdout
 
 
 @pytest.mark.service

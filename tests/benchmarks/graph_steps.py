@@ -14,6 +14,7 @@ replacement would: the saving it shows is an upper bound.
 
 import argparse
 import asyncio
+import importlib
 import statistics
 import sys
 import time
@@ -54,22 +55,21 @@ def build_graphs() -> dict[str, Any]:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import END, START, StateGraph
 
-    from app.agent import OfflineChatModel, build_agent_graph, default_tools
-    from app.agent import graph as course
-
-    model, tools = OfflineChatModel(first_token_delay_ms=0, token_delay_ms=0), default_tools()
-    compiled = build_agent_graph(model, tools, InMemorySaver())
+    agent = importlib.import_module("app.agent")
+    course = importlib.import_module("app.agent.graph")
+    model, tools = agent.OfflineChatModel(first_token_delay_ms=0, token_delay_ms=0), agent.default_tools()
+    compiled = agent.build_agent_graph(model, tools, InMemorySaver())
     router = model.bind_tools([course.route], tool_choice="route", stream=False)
 
-    async def routing(state: course.AgentState, config: RunnableConfig) -> str:
+    async def routing(state: dict[str, Any], config: RunnableConfig) -> str:
         decision = await router.ainvoke([SystemMessage(course.SUPERVISOR_PROMPT), *state["messages"]], config)
         wants_research = any(call["args"].get("next") == course.RESEARCHER for call in decision.tool_calls)
-        return course.RESEARCHER if wants_research else course.WRITER
+        return str(course.RESEARCHER if wants_research else course.WRITER)
 
-    async def after_research(state: course.AgentState) -> str:
+    async def after_research(state: dict[str, Any]) -> str:
         last = state["research"][-1] if state["research"] else None
         wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
-        return course.TOOLS if wants_tools and state["remaining_steps"] > 3 else course.WRITER
+        return str(course.TOOLS if wants_tools and state["remaining_steps"] > 3 else course.WRITER)
 
     variant = StateGraph(course.AgentState)
     for name in (course.RESEARCHER, course.TOOLS, course.WRITER):  # the course graph's own nodes
