@@ -141,8 +141,15 @@ class Conversations:
             await self._created(counted=False)
 
     async def rollback(self, session_id: str, question: HumanMessage) -> None:
-        """Remove a failed turn from the conversation, so the session holds only whole turns."""
-        ids = [m.id for m in await self.messages(session_id) if m.id]
+        """Remove a failed turn from the conversation, so the session holds only whole turns.
+
+        The messages are the checkpoint's own, not the state's: a run cancelled just after its writer answered
+        leaves that answer as a pending write of the checkpoint. The state shows it, but removing it would fail
+        (the update applies to the checkpoint), and the update's new checkpoint leaves it behind anyway.
+        """
+        saved = await self.checkpointer.aget_tuple(thread(session_id))
+        messages = saved.checkpoint["channel_values"].get("messages", []) if saved else []
+        ids = [m.id for m in messages if m.id]
         if question.id not in ids:
             return
         stale = ids[ids.index(question.id) :]

@@ -7,10 +7,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatResult
 
 from app.agent import OfflineChatModel
+from app.agent_runs import thread
 from app.agent_service import AgentService
 from app.auth import User
 from app.exceptions import SessionNotFoundError, UpstreamError
@@ -63,6 +64,37 @@ def test_upstream_failure_keeps_the_session_whole(client: TestClient) -> None:
     assert info.message_count == 2
     text = client.get("/api/v1/metrics").text
     assert 'agent_executions_total{status="error"} 1.0' in text
+
+
+async def _cut_just_after_the_writer_answered(service: AgentService, session_id: str, question: HumanMessage) -> None:
+    """Leave the session as a run cancelled between its writer's answer and the end of that step leaves it (a
+    client leaving at the last token): the checkpoint after the supervisor's step, holding the question, and the
+    writer's answer only as a pending write of that checkpoint, which is what LangGraph saves on such an exit."""
+    graph, checkpointer = service.conversations.graph, service.conversations.checkpointer
+    stream = graph.astream({"messages": [question]}, thread(session_id), stream_mode="updates", durability="exit")
+    async for update in stream:
+        if "supervisor" in update:
+            break
+    await stream.aclose()
+    state = await graph.aget_state(thread(session_id))
+    assert state.next == ("writer",)
+    answer = AIMessage(content="Hello! How can I help?", id="answer-1")
+    await checkpointer.aput_writes(state.config, [("messages", [answer])], state.tasks[0].id)
+    shown = await service.conversations.messages(session_id)
+    assert [m.id for m in shown] == [question.id, "answer-1"], "the state shows the pending answer"
+
+
+def test_a_turn_cut_just_after_the_writer_answered_is_rolled_back(client: TestClient) -> None:
+    """Rolling back such a turn removes the question and the pending answer, instead of failing (it did: the
+    answer was not in the checkpoint the update applies to, and the stream logged 'agent stream failed')."""
+    service = _service(client)
+    question = HumanMessage(content="hello", id="question-1")
+    _run(client, _cut_just_after_the_writer_answered(service, "cut", question))
+    _run(client, service.conversations.rollback("cut", question))
+    assert _run(client, service.conversations.messages("cut")) == []
+    answer, _ = _run(client, service.process_query(QueryRequest(query="hello again", session_id="cut"), DEMO))
+    info = _run(client, service.get_session_info("cut", DEMO))
+    assert [(m.role, m.content) for m in info.messages] == [("user", "hello again"), ("assistant", answer.response)]
 
 
 def test_concurrent_turns_on_one_session_lose_no_message(client: TestClient) -> None:

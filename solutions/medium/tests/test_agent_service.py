@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from app.agent import OfflineChatModel
 from app.agent_service import AgentService
@@ -85,6 +85,29 @@ async def test_provider_failure_is_an_upstream_error_and_rolls_back_the_turn() -
         await failing.process_query(QueryRequest(query="What is 1 + 1?", session_id="s1"))
     info = await service.get_session_info("s1")
     assert [m.role for m in info.messages] == ["user", "assistant"]
+
+
+async def test_a_turn_cut_just_after_the_writer_answered_is_rolled_back() -> None:
+    """A run cancelled between its writer's answer and the end of that step (a client leaving at the last token)
+    leaves the answer only as a pending write of the checkpoint. Rolling the turn back removes the question and
+    that answer, instead of failing (it did: the answer was not in the checkpoint the update applies to)."""
+    service = AgentService(make_settings())
+    config = {"configurable": {"thread_id": "cut"}}
+    question = HumanMessage(content="hello", id="question-1")
+    stream = service.graph.astream({"messages": [question]}, config, stream_mode="updates", durability="exit")
+    async for update in stream:
+        if "supervisor" in update:
+            break
+    await stream.aclose()
+    state = await service.graph.aget_state(config)
+    assert state.next == ("writer",)
+    answer = AIMessage(content="Hello! How can I help?", id="answer-1")
+    await service.checkpointer.aput_writes(state.config, [("messages", [answer])], state.tasks[0].id)
+    assert [m.id for m in (await service.graph.aget_state(config)).values["messages"]] == ["question-1", "answer-1"]
+
+    await service._rollback("cut", question)  # the service's own cleanup, reached only through that race
+
+    assert (await service.graph.aget_state(config)).values.get("messages", []) == []
 
 
 async def test_stream_ends_with_one_terminal_event_on_failure() -> None:
