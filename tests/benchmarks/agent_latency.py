@@ -88,11 +88,11 @@ async def _first_token(client: httpx.AsyncClient, path: str = "/api/v1/query/str
                 event = line.removeprefix("event: ")
                 if event == "token":
                     return FirstToken((time.perf_counter() - started) * 1000, tuple(steps))
-                if event in ("done", "error"):
-                    break
             elif line.startswith("data: ") and event == "step":
                 steps.append(json.loads(line.removeprefix("data: "))["content"])
-    raise RuntimeError("the stream ended without a token event")
+            elif line.startswith("data: ") and event in ("done", "error"):
+                raise RuntimeError(f"POST {path}: its `{event}` event came before any token: {line}")
+    raise RuntimeError(f"POST {path}: the stream ended without a token (steps: {steps})")
 
 
 @dataclass(frozen=True)
