@@ -1,11 +1,15 @@
-"""Clients that leave a stream early, against both solutions as real uvicorn processes: no error in the log."""
+"""Clients that leave a stream early, against both solutions as real uvicorn processes: no error in the log, and
+sessions that hold whole turns only."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import random
+import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +18,8 @@ import pytest
 from tests.support.stage import ROOT, run_stage
 
 LEAVERS = 30
+QUESTIONS = ["hello", "What is 6 * 7?", "explain caching", "what time is it?", "my name is Lin"]
+SESSIONS, ROUNDS, PER_ROUND = 6, 20, 8
 
 
 async def _leave_after_first_token(client: httpx.AsyncClient, index: int) -> bool:
@@ -35,30 +41,106 @@ async def _leave_many(url: str, token: str | None) -> list[bool]:
         return left
 
 
+def _env(lab: str, database: Path, first_token_ms: int = 0, token_ms: int = 0) -> dict[str, str]:
+    return {
+        "OFFLINE_LLM_FIRST_TOKEN_DELAY_MS": str(first_token_ms),
+        "OFFLINE_LLM_TOKEN_DELAY_MS": str(token_ms),
+        "RATE_LIMIT_REQUESTS": "100000",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "REDIS_URL": "memory://",
+        "BCRYPT_ROUNDS": "4",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "solutions" / lab), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def _login(url: str, lab: str) -> str | None:
+    if lab != "advanced":
+        return None
+    form = {"username": "demo", "password": "demo-password"}
+    token: str = httpx.post(f"{url}/api/v1/auth/login", data=form, timeout=30).json()["access_token"]
+    return token
+
+
 @pytest.mark.parametrize("lab", ["medium", "advanced"])
 def test_clients_leaving_mid_stream_log_no_error(lab: str) -> None:
     """30 clients close their stream right after the first token, with a model that makes tokens as fast as it
     can (so the server is busy sending when each leaves): the service logs no error and no traceback."""
-    with tempfile.TemporaryDirectory() as folder:
-        env = {
-            "OFFLINE_LLM_FIRST_TOKEN_DELAY_MS": "0",
-            "OFFLINE_LLM_TOKEN_DELAY_MS": "0",
-            "RATE_LIMIT_REQUESTS": "100000",
-            "DATABASE_URL": f"sqlite+aiosqlite:///{Path(folder) / 'lab.db'}",
-            "REDIS_URL": "memory://",
-            "BCRYPT_ROUNDS": "4",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "solutions" / lab), os.environ.get("PYTHONPATH")])),
-        }
-        with run_stage(ROOT / "solutions" / lab, env) as stage:
-            token = None
-            if lab == "advanced":
-                form = {"username": "demo", "password": "demo-password"}
-                token = httpx.post(f"{stage.url}/api/v1/auth/login", data=form, timeout=30).json()["access_token"]
-            left = asyncio.run(_leave_many(stage.url, token))
-            log = stage.log()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        run_stage(ROOT / "solutions" / lab, _env(lab, Path(folder) / "lab.db")) as stage,
+    ):
+        left = asyncio.run(_leave_many(stage.url, _login(stage.url, lab)))
+        log = stage.log()
     assert all(left), "a stream ended before its first token"
     errors = [line for line in log.splitlines() if _is_error(line)]
     assert not errors, "\n".join(errors[:3])[-3000:]
+
+
+async def _leave_at(client: httpx.AsyncClient, session_id: str, question: str, after: float | str | None) -> None:
+    """Ask in the session and leave `after` seconds into the stream, at its first token ("token"), or never (None:
+    read it to its end)."""
+    async with client.stream("POST", "/api/v1/query/stream", json={"query": question, "session_id": session_id}) as r:
+        started = time.monotonic()
+        async for line in r.aiter_lines():
+            if after == "token" and line.startswith("event: token"):
+                break
+            if isinstance(after, float) and time.monotonic() - started >= after:
+                break
+
+
+async def _leave_at_random(url: str, token: str | None, chooser: random.Random) -> list[dict[str, object]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    sessions = [f"left-{n}" for n in range(SESSIONS)]
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+        for _ in range(ROUNDS):
+            leavers = [
+                _leave_at(client, chooser.choice(sessions), chooser.choice(QUESTIONS), chooser.choice(LEAVE_AFTER))
+                for _ in range(PER_ROUND)
+            ]
+            await asyncio.gather(*leavers)
+        await asyncio.sleep(1.0)  # the last runs' cleanup (a rollback, a lock given back) ends meanwhile
+        found = [await client.get(f"/api/v1/session/{session_id}") for session_id in sessions]
+    return [response.json() for response in found if response.status_code == 200]
+
+
+# Leave at once, during the routing, at the first token (the answer is whole by then: no delay per token), a
+# little later, or stay to the end.
+LEAVE_AFTER: list[float | str | None] = [0.0, 0.002, "token", "token", 0.01, None]
+
+
+@pytest.mark.parametrize("lab", ["medium", "advanced"])
+def test_streams_left_at_any_moment_leave_whole_turns(lab: str) -> None:
+    """160 streams on six shared sessions, each left at a random moment (at once, during the routing, mid-answer,
+    just after the last token) or read to the end: afterwards every session holds whole turns only (user and
+    assistant alternating, counted as its record says), the log has no error, and no database connection still
+    holds SQLite's write lock (another connection takes it at once)."""
+    with tempfile.TemporaryDirectory() as folder:
+        database = Path(folder) / "lab.db"
+        with run_stage(ROOT / "solutions" / lab, _env(lab, database, first_token_ms=5)) as stage:
+            chooser = random.Random(lab)  # noqa: S311 - moments to leave at, not secrets
+            sessions = asyncio.run(_leave_at_random(stage.url, _login(stage.url, lab), chooser))
+            log = stage.log()
+            locked = lab == "advanced" and not _write_lock_is_free(database)
+    assert sessions, "no session kept a turn"
+    for info in sessions:
+        roles = [message["role"] for message in info["messages"]]  # type: ignore[attr-defined]
+        assert roles == ["user", "assistant"] * (len(roles) // 2), f"{info['session_id']}: {roles}"
+        assert info["message_count"] == len(roles), info
+    errors = [line for line in log.splitlines() if _is_error(line)]
+    assert not errors, "\n".join(errors[:3])[-3000:]
+    assert not locked, "a connection still holds the database's write lock"
+
+
+def _write_lock_is_free(database: Path) -> bool:
+    connection = sqlite3.connect(database, timeout=0)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
 
 
 def _is_error(line: str) -> bool:
