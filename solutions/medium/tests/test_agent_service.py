@@ -5,6 +5,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -137,3 +138,23 @@ async def test_clear_session_removes_its_messages() -> None:
         await service.get_session_info("x")
     again = await service.process_query(QueryRequest(query="what is my name?", session_id="x"))
     assert again.response == "You have not told me your name in this session yet."
+
+
+async def test_a_stream_left_mid_answer_holds_its_session_until_rolled_back() -> None:
+    """A client leaving mid-answer, as Starlette handles it: the stream's task group is cancelled, and the
+    cancellation is delivered again on every turn of the event loop until the task ends. The session stays locked
+    until the half turn has been rolled back, so the next turn (or a reader holding the lock) finds whole turns."""
+    service = AgentService(make_settings(offline_llm_first_token_delay_ms=0, offline_llm_token_delay_ms=20))
+    await service.process_query(QueryRequest(query="hello", session_id="left"))
+
+    async def leave_at_first_token(scope: anyio.CancelScope) -> None:
+        async for chunk in service.stream_query(QueryRequest(query="explain caching", session_id="left")):
+            if chunk.type == "token":
+                scope.cancel()
+
+    for _ in range(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(leave_at_first_token, group.cancel_scope)
+        async with service.sessions.lock("left"):
+            messages = (await service.graph.aget_state({"configurable": {"thread_id": "left"}})).values["messages"]
+        assert [type(m).__name__ for m in messages] == ["HumanMessage", "AIMessage"]
