@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,27 +37,35 @@ def execute(notebook: Path, out_dir: Path = BUILD, *, cell_timeout: int = CELL_T
     The copy is written even when a cell fails (CellExecutionError), so its error can be read in place.
     """
     nb = read(notebook)
-    client = NotebookClient(
-        nb,
-        km=_this_interpreters_kernel(),
-        timeout=cell_timeout,
-        resources={"metadata": {"path": str(notebook.parent)}},
-    )
-    try:
-        client.execute(cleanup_kc=True)
-    finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out_dir / notebook.name)  # type: ignore[no-untyped-call]  # as above
+    with tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
+        client = NotebookClient(
+            nb,
+            km=_this_interpreters_kernel(Path(sockets)),
+            timeout=cell_timeout,
+            resources={"metadata": {"path": str(notebook.parent)}},
+        )
+        try:
+            client.execute(cleanup_kc=True)
+        finally:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, out_dir / notebook.name)  # type: ignore[no-untyped-call]  # as above
     return nb
 
 
-def _this_interpreters_kernel() -> AsyncKernelManager:
+def _this_interpreters_kernel(sockets: Path) -> AsyncKernelManager:
     """The `python3` kernel as this interpreter's ipykernel, never a kernelspec installed elsewhere on the machine.
 
     With no kernel folders to search, jupyter_client falls back to ipykernel's native spec, which runs
-    `sys.executable`: the notebooks see exactly the packages of the environment that runs them.
+    `sys.executable`: the notebooks see exactly the packages of the environment that runs them. Where the system
+    has Unix sockets, the kernel talks over them, in the folder `sockets`, rather than over TCP ports on localhost
+    (which ipykernel warns about, as unencrypted).
     """
-    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
+    specs = KernelSpecManager(kernel_dirs=[])
+    if os.name != "posix":
+        return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    # An absolute path: the kernel runs in the notebook's folder, and would not find a relative one.
+    path = str(sockets / "ipc")
+    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs, transport="ipc", ip=path)
 
 
 def main(names: list[str]) -> int:
