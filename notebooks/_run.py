@@ -60,12 +60,9 @@ def _this_interpreters_kernel(sockets: Path) -> AsyncKernelManager:
     has Unix sockets, the kernel talks over them, in the folder `sockets`, rather than over TCP ports on localhost
     (which ipykernel warns about, as unencrypted).
     """
-    specs = KernelSpecManager(kernel_dirs=[])
-    if os.name != "posix":
-        return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
     # An absolute path: the kernel runs in the notebook's folder, and would not find a relative one.
-    path = str(sockets / "ipc")
-    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs, transport="ipc", ip=path)
+    ipc = {"transport": "ipc", "ip": str(sockets / "ipc")} if os.name == "posix" else {}
+    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]), **ipc)
 
 
 def main(names: list[str]) -> int:

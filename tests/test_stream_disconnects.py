@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import random
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -15,20 +14,34 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.services import sqlite_write_lock_is_free
 from tests.support.stage import ROOT, run_stage
 
 LEAVERS = 30
 QUESTIONS = ["hello", "What is 6 * 7?", "explain caching", "what time is it?", "my name is Lin"]
 SESSIONS, ROUNDS, PER_ROUND = 6, 20, 8
+# Leave at once, during the routing, at the first token (the answer is whole by then: no delay per token), a
+# little later, or stay to the end.
+LEAVE_AFTER: list[float | str | None] = [0.0, 0.002, "token", "token", 0.01, None]
 
 
-async def _leave_after_first_token(client: httpx.AsyncClient, index: int) -> bool:
-    body = {"query": f"hello {index}"}
+async def _leave_at(
+    client: httpx.AsyncClient, question: str, after: float | str | None, session_id: str | None = None
+) -> bool:
+    """Ask (in the session, else in a new one) and leave `after` seconds into the stream, at its first token
+    ("token"), or never (None: read it to its end); True if a token came before leaving. Leaving the block closes
+    the connection with the answer half sent."""
+    body = {"query": question, "session_id": session_id} if session_id else {"query": question}
+    tokens = False
     async with client.stream("POST", "/api/v1/query/stream", json=body) as response:
+        started = time.monotonic()
         async for line in response.aiter_lines():
-            if line.startswith("event: token"):
-                return True  # leaving the block closes the connection with the answer half sent
-    return False
+            tokens = tokens or line.startswith("event: token")
+            if after == "token" and tokens:
+                break
+            if isinstance(after, float) and time.monotonic() - started >= after:
+                break
+    return tokens
 
 
 async def _leave_many(url: str, token: str | None) -> list[bool]:
@@ -36,7 +49,7 @@ async def _leave_many(url: str, token: str | None) -> list[bool]:
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         left: list[bool] = []
         for batch in range(LEAVERS // 10):
-            left += await asyncio.gather(*(_leave_after_first_token(client, batch * 10 + n) for n in range(10)))
+            left += await asyncio.gather(*(_leave_at(client, f"hello {batch * 10 + n}", "token") for n in range(10)))
         assert (await client.get("/health")).status_code == 200
         return left
 
@@ -76,36 +89,19 @@ def test_clients_leaving_mid_stream_log_no_error(lab: str) -> None:
     assert not errors, "\n".join(errors[:3])[-3000:]
 
 
-async def _leave_at(client: httpx.AsyncClient, session_id: str, question: str, after: float | str | None) -> None:
-    """Ask in the session and leave `after` seconds into the stream, at its first token ("token"), or never (None:
-    read it to its end)."""
-    async with client.stream("POST", "/api/v1/query/stream", json={"query": question, "session_id": session_id}) as r:
-        started = time.monotonic()
-        async for line in r.aiter_lines():
-            if after == "token" and line.startswith("event: token"):
-                break
-            if isinstance(after, float) and time.monotonic() - started >= after:
-                break
-
-
 async def _leave_at_random(url: str, token: str | None, chooser: random.Random) -> list[dict[str, object]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     sessions = [f"left-{n}" for n in range(SESSIONS)]
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         for _ in range(ROUNDS):
             leavers = [
-                _leave_at(client, chooser.choice(sessions), chooser.choice(QUESTIONS), chooser.choice(LEAVE_AFTER))
+                _leave_at(client, chooser.choice(QUESTIONS), chooser.choice(LEAVE_AFTER), chooser.choice(sessions))
                 for _ in range(PER_ROUND)
             ]
             await asyncio.gather(*leavers)
         await asyncio.sleep(1.0)  # the last runs' cleanup (a rollback, a lock given back) ends meanwhile
         found = [await client.get(f"/api/v1/session/{session_id}") for session_id in sessions]
     return [response.json() for response in found if response.status_code == 200]
-
-
-# Leave at once, during the routing, at the first token (the answer is whole by then: no delay per token), a
-# little later, or stay to the end.
-LEAVE_AFTER: list[float | str | None] = [0.0, 0.002, "token", "token", 0.01, None]
 
 
 @pytest.mark.parametrize("lab", ["medium", "advanced"])
@@ -120,7 +116,7 @@ def test_streams_left_at_any_moment_leave_whole_turns(lab: str) -> None:
             chooser = random.Random(lab)  # noqa: S311 - moments to leave at, not secrets
             sessions = asyncio.run(_leave_at_random(stage.url, _login(stage.url, lab), chooser))
             log = stage.log()
-            locked = lab == "advanced" and not _write_lock_is_free(database)
+            locked = lab == "advanced" and not sqlite_write_lock_is_free(database)
     assert sessions, "no session kept a turn"
     for info in sessions:
         roles = [message["role"] for message in info["messages"]]  # type: ignore[attr-defined]
@@ -129,18 +125,6 @@ def test_streams_left_at_any_moment_leave_whole_turns(lab: str) -> None:
     errors = [line for line in log.splitlines() if _is_error(line)]
     assert not errors, "\n".join(errors[:3])[-3000:]
     assert not locked, "a connection still holds the database's write lock"
-
-
-def _write_lock_is_free(database: Path) -> bool:
-    connection = sqlite3.connect(database, timeout=0)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.rollback()
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        connection.close()
 
 
 def _is_error(line: str) -> bool:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 def build_graphs() -> dict[str, Any]:
     """The course's graph and the variant, on one zero-delay offline model, each with its own checkpointer."""
-    from langchain_core.messages import AIMessage, SystemMessage
+    from langchain_core.messages import SystemMessage
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import END, START, StateGraph
@@ -66,16 +66,11 @@ def build_graphs() -> dict[str, Any]:
         wants_research = any(call["args"].get("next") == course.RESEARCHER for call in decision.tool_calls)
         return str(course.RESEARCHER if wants_research else course.WRITER)
 
-    async def after_research(state: dict[str, Any]) -> str:
-        last = state["research"][-1] if state["research"] else None
-        wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
-        return str(course.TOOLS if wants_tools and state["remaining_steps"] > 3 else course.WRITER)
-
     variant = StateGraph(course.AgentState)
     for name in (course.RESEARCHER, course.TOOLS, course.WRITER):  # the course graph's own nodes
         variant.add_node(name, compiled.builder.nodes[name].runnable)
     variant.add_conditional_edges(START, routing, [course.RESEARCHER, course.WRITER])
-    variant.add_conditional_edges(course.RESEARCHER, after_research, [course.TOOLS, course.WRITER])
+    variant.branches[course.RESEARCHER] = compiled.builder.branches[course.RESEARCHER]  # the course's own routing
     variant.add_edge(course.TOOLS, course.RESEARCHER)
     variant.add_edge(course.WRITER, END)
     return {"course": compiled, "variant": variant.compile(checkpointer=InMemorySaver())}

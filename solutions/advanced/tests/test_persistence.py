@@ -20,7 +20,7 @@ from app.config import Settings
 from app.database import create_engine, migrate, session_factory
 from app.main import create_app
 from app.sessions import SessionRecord, SessionStore
-from tests.support.services import RedisServer, postgres_database
+from tests.support.services import RedisServer, postgres_database, sqlite_write_lock_is_free
 
 from .conftest import login, make_settings
 
@@ -160,19 +160,6 @@ def test_a_turn_creates_then_updates_the_session_row_on_postgresql() -> None:
         asyncio.run(_record_turns(url))
 
 
-def _write_lock_is_free(database: Path) -> bool:
-    """True if another connection can take SQLite's write lock at once (no busy wait)."""
-    connection = sqlite3.connect(database, timeout=0)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.rollback()
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        connection.close()
-
-
 async def _cancel_checkpoint_writes(database: Path, writes: int) -> list[int]:
     async with open_checkpointer(f"sqlite+aiosqlite:///{database}") as saver:
         locked_after = []
@@ -185,7 +172,7 @@ async def _cancel_checkpoint_writes(database: Path, writes: int) -> list[int]:
             with contextlib.suppress(asyncio.CancelledError):
                 await write
             assert write.cancelled(), "the caller must still learn that it was cancelled"
-            if not _write_lock_is_free(database):
+            if not sqlite_write_lock_is_free(database):
                 locked_after.append(attempt)
         return locked_after
 
