@@ -24,6 +24,7 @@ from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, Sessi
 from .monitoring import Metrics
 from .pending_turns import PendingTurns
 from .sessions import SessionRecord, SessionStore
+from .to_completion import to_completion
 
 logger = get_logger(__name__)
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
@@ -261,7 +262,8 @@ class AgentService:
                 except BaseException:
                     await asyncio.shield(self.conversations.rollback(session_id, question))
                     raise
-                await self.conversations.record_turn(session_id, user.username)
+                # The turn is whole in the checkpoint: its row must say so even if the client leaves right now.
+                await to_completion(self.conversations.record_turn(session_id, user.username))
                 outcome = "success"
         finally:
             self.active_runs -= 1

@@ -1,9 +1,8 @@
 """LangGraph checkpoints in the database, so sessions survive restarts and are shared by every instance."""
 
-import asyncio
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 from langchain_core.runnables import RunnableConfig
@@ -11,26 +10,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Chec
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy.engine import make_url
 
-T = TypeVar("T")
-
-
-async def _to_completion(write: Coroutine[Any, Any, T]) -> T:
-    """Run a write in a task of its own and wait for it even if the caller is cancelled meanwhile (a cancelled
-    request is often cancelled again and again), then pass the cancellation on."""
-    task = asyncio.ensure_future(write)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError as exc:
-            if task.done():
-                raise
-            cancelled = exc
-        else:
-            break
-    if cancelled is not None:
-        raise cancelled
-    return result
+from .to_completion import to_completion
 
 
 class CommittedSqliteSaver(AsyncSqliteSaver):
@@ -49,15 +29,15 @@ class CommittedSqliteSaver(AsyncSqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await _to_completion(super().aput(config, checkpoint, metadata, new_versions))
+        return await to_completion(super().aput(config, checkpoint, metadata, new_versions))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        await _to_completion(super().aput_writes(config, writes, task_id, task_path))
+        await to_completion(super().aput_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await _to_completion(super().adelete_thread(thread_id))
+        await to_completion(super().adelete_thread(thread_id))
 
 
 @asynccontextmanager
