@@ -1,5 +1,6 @@
 """LangGraph checkpoints in the database, so sessions survive restarts and are shared by every instance."""
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,10 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy.engine import make_url
 
 from .to_completion import to_completion
+
+# Any fixed number (not the migrations' one): the PostgreSQL advisory lock under which one worker at a time sets up
+# the checkpoint tables.
+_SETUP_LOCK_ID = 7_311_921
 
 
 class CommittedSqliteSaver(AsyncSqliteSaver):
@@ -47,3 +52,16 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
     from langgraph.checkpoint.memory import InMemorySaver
 
     yield InMemorySaver()  # in this process only: lost at every restart
+
+
+async def _advisory_lock(connection: Any, key: int) -> None:
+    """Take a session-level advisory lock, asking again every 50 ms rather than waiting inside a statement.
+
+    setup() creates indexes CONCURRENTLY, which waits for every open transaction to end, including another worker's
+    `SELECT pg_advisory_lock(...)` still waiting for this lock: PostgreSQL would call that a deadlock.
+    """
+    while True:
+        row = await (await connection.execute("SELECT pg_try_advisory_lock(%s) AS taken", (key,))).fetchone()
+        if row["taken"]:
+            return
+        await asyncio.sleep(0.05)

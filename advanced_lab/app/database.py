@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -99,11 +99,26 @@ def alembic_config(database_url: str) -> Config:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Upgrade the database to the latest revision; on PostgreSQL, one process at a time."""
-    # TODO 29: run Alembic's migrations to head at start-up (under an advisory lock on PostgreSQL)
-    # Until then the tables come from the models: no revision is recorded, so no later migration ever runs here.
+    """Upgrade the database to the latest revision, one process at a time."""
     async with engine.begin() as connection:
+        await _lock_out_other_migrations(connection)
+        # TODO 29: run Alembic's migrations to head at start-up, on this connection
+        # Until then the tables come from the models: no revision is recorded, so no later migration ever runs here.
         await connection.run_sync(Base.metadata.create_all)
+
+
+async def _lock_out_other_migrations(connection: AsyncConnection) -> None:
+    """Make every other process's migration wait until this transaction ends, and then find nothing to do.
+
+    Workers that start together would otherwise all find the tables missing and all create them: every one but
+    the first then fails to start ("table ... already exists"). PostgreSQL has advisory locks, held here until
+    the transaction ends. SQLite has none: BEGIN IMMEDIATE takes the database's write lock at once, and the
+    others' BEGIN IMMEDIATE waits for it (the busy timeout) before they read the revision.
+    """
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
+    elif connection.dialect.name == "sqlite":
+        await connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def ping(engine: AsyncEngine) -> None:

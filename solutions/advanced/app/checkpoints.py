@@ -1,5 +1,6 @@
 """LangGraph checkpoints in the database, so sessions survive restarts and are shared by every instance."""
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,10 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy.engine import make_url
 
 from .to_completion import to_completion
+
+# Any fixed number (not the migrations' one): the PostgreSQL advisory lock under which one worker at a time sets up
+# the checkpoint tables.
+_SETUP_LOCK_ID = 7_311_921
 
 
 class CommittedSqliteSaver(AsyncSqliteSaver):
@@ -57,15 +62,19 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         return
     if url.get_backend_name() == "postgresql":
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg import AsyncConnection
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+        options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+        # setup() reads the tables' version, then creates them: workers starting together on a new database would
+        # all create them, and all but one fail. One at a time, under an advisory lock held until this closes.
+        async with await AsyncConnection.connect(conninfo, **options) as connection:
+            await _advisory_lock(connection, _SETUP_LOCK_ID)
+            await AsyncPostgresSaver(connection).setup()
         async with AsyncConnectionPool(conninfo, kwargs=options, min_size=1, max_size=10, open=False) as pool:
-            postgres_saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await postgres_saver.setup()
-            yield postgres_saver
+            yield AsyncPostgresSaver(pool)  # type: ignore[arg-type]
         return
     raise ValueError(f"DATABASE_URL {url.render_as_string()} is neither SQLite nor PostgreSQL")
     # BEGIN STARTER
@@ -74,3 +83,16 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
     # yield InMemorySaver()  # in this process only: lost at every restart
     # END STARTER
     # END SOLUTION
+
+
+async def _advisory_lock(connection: Any, key: int) -> None:
+    """Take a session-level advisory lock, asking again every 50 ms rather than waiting inside a statement.
+
+    setup() creates indexes CONCURRENTLY, which waits for every open transaction to end, including another worker's
+    `SELECT pg_advisory_lock(...)` still waiting for this lock: PostgreSQL would call that a deadlock.
+    """
+    while True:
+        row = await (await connection.execute("SELECT pg_try_advisory_lock(%s) AS taken", (key,))).fetchone()
+        if row["taken"]:
+            return
+        await asyncio.sleep(0.05)

@@ -2,7 +2,11 @@
 
 import asyncio
 import contextlib
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +27,8 @@ from app.sessions import SessionRecord, SessionStore
 from tests.support.services import RedisServer, postgres_database, sqlite_write_lock_is_free
 
 from .conftest import login, make_settings
+
+STAGE = Path(__file__).resolve().parents[1]
 
 
 def _name_round_trip(settings: Settings) -> None:
@@ -54,6 +60,64 @@ def test_restart_loses_no_session_or_task_on_postgresql(tmp_path: Path) -> None:
     """The same on a real PostgreSQL database, migrated by Alembic at start-up."""
     with postgres_database() as url:
         _name_round_trip(make_settings(tmp_path / "unused", database_url=url))
+
+
+# One worker's start-up: its app's lifespan, begun once every worker of the round has imported everything.
+_WORKER = """
+import asyncio, pathlib, sys, time
+from asgi_lifespan import LifespanManager
+from app.main import create_app
+
+async def start(barrier: pathlib.Path, workers: int) -> None:
+    app = create_app()
+    (barrier / str(sys.argv[3])).touch()
+    deadline = time.monotonic() + 60
+    while len(list(barrier.iterdir())) < workers and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    async with LifespanManager(app, startup_timeout=60):
+        pass
+
+asyncio.run(start(pathlib.Path(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+def _start_together(tmp_path: Path, database_url: str, workers: int = 3) -> None:
+    """Start `workers` processes' lifespans at the same moment on one database: all must start."""
+    barrier = tmp_path / f"barrier-{time.monotonic_ns()}"
+    barrier.mkdir()
+    settings = {"DATABASE_URL": database_url, "REDIS_URL": "memory://", "BCRYPT_ROUNDS": "4", "LOG_LEVEL": "ERROR"}
+    env = {**os.environ, **settings}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(barrier), str(workers), str(index)],
+            cwd=STAGE,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for index in range(workers)
+    ]
+    failures = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        if process.returncode != 0:
+            raised = re.findall(r"^(?!DETAIL|HINT)[A-Za-z_][\w.]*: .*$", stderr.decode(errors="replace"), re.MULTILINE)
+            failures.append(raised[-1] if raised else f"exit status {process.returncode}")
+    assert not failures, f"{len(failures)} of {workers} workers did not start: {failures}"
+
+
+def test_workers_starting_together_on_a_new_sqlite_database_all_start(tmp_path: Path) -> None:
+    """Each worker migrates and sets up checkpoints at start-up: on a new file, one at a time, so none fails."""
+    for round_ in range(2):
+        _start_together(tmp_path, f"sqlite+aiosqlite:///{tmp_path / f'new-{round_}.db'}")
+
+
+@pytest.mark.service
+def test_workers_starting_together_on_a_new_postgresql_database_all_start(tmp_path: Path) -> None:
+    """The same on PostgreSQL (the compose demo's first start): Alembic's tables and LangGraph's checkpoint tables."""
+    for _ in range(2):
+        with postgres_database() as url:
+            _start_together(tmp_path, url)
 
 
 async def _two_instances(settings: Settings) -> None:
