@@ -1,6 +1,7 @@
 """The advanced agent service: whole turns under failure, turns that take turns, the step bound, ownership."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,6 +96,46 @@ def test_a_turn_cut_just_after_the_writer_answered_is_rolled_back(client: TestCl
     answer, _ = _run(client, service.process_query(QueryRequest(query="hello again", session_id="cut"), DEMO))
     info = _run(client, service.get_session_info("cut", DEMO))
     assert [(m.role, m.content) for m in info.messages] == [("user", "hello again"), ("assistant", answer.response)]
+
+
+async def _leave_while_the_turn_is_recorded(service: AgentService, session_id: str) -> None:
+    """Stream a turn, and leave once it is whole and its session's row is being written; then let the write go on."""
+    sessions = service.conversations.sessions
+    writing, go_on = asyncio.Event(), asyncio.Event()
+    record_turn = sessions.record_turn
+
+    async def held_record_turn(*args: Any, **kwargs: Any) -> Any:
+        writing.set()
+        await go_on.wait()
+        return await record_turn(*args, **kwargs)
+
+    sessions.record_turn = held_record_turn  # type: ignore[method-assign]
+    try:
+
+        async def read_to_the_end() -> None:
+            async for _ in service.stream_query(QueryRequest(query="hello", session_id=session_id), DEMO):
+                pass
+
+        reader = asyncio.create_task(read_to_the_end())
+        await asyncio.wait_for(writing.wait(), 10)
+        reader.cancel()  # the client leaves: the stream closes and the run's task is cancelled
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await asyncio.sleep(0.05)
+        go_on.set()
+        await asyncio.wait_for(service.unwound(), 10)
+    finally:
+        sessions.record_turn = record_turn  # type: ignore[method-assign]
+
+
+def test_a_stream_left_while_its_turn_is_recorded_still_counts_it(client: TestClient) -> None:
+    """The graph has answered, and the stream is writing the session's row when the client leaves: the turn is
+    whole in the checkpoint, so the row must be written and count it."""
+    service = _service(client)
+    _run(client, _leave_while_the_turn_is_recorded(service, "recorded"))
+    info = _run(client, service.get_session_info("recorded", DEMO))
+    assert [m.role for m in info.messages] == ["user", "assistant"]
+    assert info.message_count == 2
 
 
 def test_concurrent_turns_on_one_session_lose_no_message(client: TestClient) -> None:

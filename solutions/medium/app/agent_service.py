@@ -22,6 +22,7 @@ from .config import Settings
 from .exceptions import AgentRunError, AgentTimeoutError, SessionNotFoundError, UpstreamError
 from .models import ChatMessage, QueryRequest, QueryResponse, SessionInfo, SessionSummary, StreamChunk
 from .sessions import SessionRecord, SessionStore
+from .to_completion import to_completion
 
 logger = logging.getLogger(__name__)
 STEP_LIMIT_ANSWER = (
@@ -153,6 +154,9 @@ class AgentService:
         state = await self.graph.aget_state(_thread(session_id))
         return list(state.values.get("messages", []))
 
+    async def _record_turn(self, session_id: str) -> None:
+        self.sessions.record_turn(session_id, len(await self._conversation(session_id)))
+
     async def _run_events(self, request: QueryRequest) -> AsyncGenerator[StreamChunk]:
         session_id = request.session_id or new_session_id()
         run = _Run(session_id=session_id)
@@ -170,8 +174,8 @@ class AgentService:
                 except BaseException:
                     await asyncio.shield(self._rollback(session_id, question))
                     raise
-                conversation = await self._conversation(session_id)
-                self.sessions.record_turn(session_id, len(conversation))
+                # The turn is whole now: count it even if the client leaves meanwhile.
+                await to_completion(self._record_turn(session_id))
         finally:
             self.active_runs -= 1
             self.sessions.forget_lock_if_unused(session_id)

@@ -140,6 +140,39 @@ async def test_clear_session_removes_its_messages() -> None:
     assert again.response == "You have not told me your name in this session yet."
 
 
+async def test_a_stream_left_while_its_finished_turn_is_counted_still_counts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The graph has answered and the stream is reading the conversation to count the turn when the client
+    leaves: the turn is whole, so the session's count must still include it."""
+    service = AgentService(make_settings(offline_llm_first_token_delay_ms=0, offline_llm_token_delay_ms=0))
+    counting, go_on = asyncio.Event(), asyncio.Event()
+    get_state = service.graph.aget_state
+
+    async def held_get_state(*args: Any, **kwargs: Any) -> Any:
+        counting.set()  # the only state read of a stream is the count, after the graph's end
+        await go_on.wait()
+        return await get_state(*args, **kwargs)
+
+    async def read_to_the_end() -> None:
+        async for _ in service.stream_query(QueryRequest(query="hello", session_id="counted")):
+            pass
+
+    monkeypatch.setattr(service.graph, "aget_state", held_get_state)
+    stream = asyncio.create_task(read_to_the_end())
+    await asyncio.wait_for(counting.wait(), 10)
+    stream.cancel()  # the client leaves while the count is being read
+    await asyncio.sleep(0.05)
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await stream
+    monkeypatch.undo()
+    async with service.sessions.lock("counted"):
+        info = await service.get_session_info("counted")
+    assert [m.role for m in info.messages] == ["user", "assistant"]
+    assert info.message_count == 2
+
+
 async def test_a_stream_left_mid_answer_holds_its_session_until_rolled_back() -> None:
     """A client leaving mid-answer, as Starlette handles it: the stream's task group is cancelled, and the
     cancellation is delivered again on every turn of the event loop until the task ends. The session stays locked
