@@ -7,8 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.benchmarks import (
     agent_latency,
@@ -80,6 +82,21 @@ def test_the_wrk_script_sends_the_body_and_headers_verbatim() -> None:
 def test_the_baseline_key_normalises_the_query_as_the_cache_does() -> None:
     """Case and spacing do not change where the baseline looks its answer up."""
     assert baseline_app.answer_key("What is  12 * 7?") == baseline_app.answer_key("what is 12 * 7?")
+
+
+def test_the_bare_stream_waits_once_per_model_call() -> None:
+    """The TTFT floor: `calls` waits of `delay_ms` each before the token (a lower bound: a sleep is never short)."""
+    with TestClient(baseline_app.create_app()) as client:
+        started = time.monotonic()
+        response = client.post("/api/v1/query/stream?delay_ms=40&calls=3", json={"query": "hello"})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert [line for line in response.text.splitlines() if line.startswith("event:")] == [
+        "event: start",
+        "event: token",
+        "event: done",
+    ]
+    assert elapsed >= 0.12
 
 
 @pytest.mark.service

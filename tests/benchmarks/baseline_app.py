@@ -1,5 +1,5 @@
 """The bench's ceilings: a bare FastAPI endpoint that parses a query body and answers with one Redis GET, and a
-bare SSE endpoint whose first token waits only for the model's delay."""
+bare SSE endpoint whose first token waits only for the model's delays."""
 
 from __future__ import annotations
 
@@ -59,11 +59,14 @@ def create_app() -> FastAPI:
         return Response(raw, media_type="application/json")
 
     @app.post("/api/v1/query/stream")
-    async def query_stream(body: Query, first_token_ms: float = 0) -> StreamingResponse:
-        # Nothing but the model's own delay before the first token: what a client sees of the model alone.
+    async def query_stream(body: Query, delay_ms: float = 0, calls: int = 1) -> StreamingResponse:
+        # Nothing but the model's own delays before the first token: what a client sees of the model alone.
+        # Each of `calls` model calls is its own wait of `delay_ms`, as a service that calls the model in turn
+        # waits for each answer (and its worker wakes up for each).
         async def events() -> AsyncIterator[bytes]:
             yield b'event: start\ndata: {"type": "start"}\n\n'
-            await asyncio.sleep(first_token_ms / 1000)
+            for _ in range(max(1, min(calls, 10))):
+                await asyncio.sleep(delay_ms / 1000)
             yield b'event: token\ndata: {"type": "token", "content": "Hello"}\n\n'
             yield b'event: done\ndata: {"type": "done"}\n\n'
 

@@ -296,29 +296,39 @@ def report_concurrency(url: str, token: str, count: int, verdicts: Verdicts) -> 
 
 
 def report_ttft(url: str, token: str, baseline_url: str, samples: int, delay: float, verdicts: Verdicts) -> None:
-    """Time to the first token of a stream, against a bare SSE endpoint that waits only the model's delays.
+    """Time to the first token of a stream, against bare SSE endpoints that wait only the model's delays.
 
-    Both are timed by the same client, in turns, so the client's own work and the machine's timer and wake-up
-    latencies are in both; the difference is what the stack adds. The overhead over the nominal delay (which
-    also counts those) is printed beside it.
+    All are timed by the same client, in turns, so the client's own work and the machine's timer and wake-up
+    latencies are in each; the difference is what the stack adds. Two model calls stand before the first token,
+    and the goal's floor is the model's own: two waits, one per call, each ending in a timer and a wake-up as in
+    any service that calls the model twice. The bare endpoint that waits the same total once (the floor until
+    section 12 of the results page) is timed too and printed beside it.
     """
-    own = MODEL_CALLS_BEFORE_FIRST_TOKEN * delay
-    bare = StreamTarget(baseline_url, "", f"/api/v1/query/stream?first_token_ms={own:g}")
-    streams, bare_streams = measure_ttft_in_turns([StreamTarget(url, token), bare], samples=samples)
+    calls = MODEL_CALLS_BEFORE_FIRST_TOKEN
+    own = calls * delay
+    per_call = StreamTarget(baseline_url, "", f"/api/v1/query/stream?delay_ms={delay:g}&calls={calls}")
+    one_wait = StreamTarget(baseline_url, "", f"/api/v1/query/stream?delay_ms={own:g}&calls=1")
+    streams, bare_streams, one_wait_streams = measure_ttft_in_turns(
+        [StreamTarget(url, token), per_call, one_wait], samples=samples
+    )
     times, bare_times = [s.milliseconds for s in streams], [s.milliseconds for s in bare_streams]
     median, bare_median = statistics.median(times), statistics.median(bare_times)
+    one_wait_median = statistics.median(s.milliseconds for s in one_wait_streams)
     overhead = median - bare_median
     steps = " | ".join(sorted({" -> ".join(stream.steps_before) for stream in streams}))
     print(
         "TTFT: from sending POST /api/v1/query/stream {'query': 'hello'} to its first `event: token` line, "
         f"{len(times)} streams one at a time: median {median:.2f} ms, min {min(times):.2f} ms\n"
-        f"  steps finished before the first token: {steps}. 'hello' goes supervisor -> writer, so two model calls "
-        f"stand before it:\n  the supervisor's routing call ({delay:g} ms) and the writer's first token "
+        f"  steps finished before the first token: {steps}. 'hello' goes supervisor -> writer, so {calls} model "
+        f"calls stand before it:\n  the supervisor's routing call ({delay:g} ms) and the writer's first token "
         f"({delay:g} ms): the model's own first-token delay for this graph is {own:g} ms.\n"
-        f"  a bare SSE endpoint that only waits {own:g} ms, timed in turns with it by the same client: median "
-        f"{bare_median:.2f} ms, min {min(bare_times):.2f} ms\n"
+        f"  a bare SSE endpoint that only waits {calls} x {delay:g} ms (the model's calls), timed in turns with it "
+        f"by the same client: median {bare_median:.2f} ms, min {min(bare_times):.2f} ms\n"
         f"  overhead = {median:.2f} - {bare_median:.2f} = {overhead:.2f} ms (over the nominal {own:g} ms: "
-        f"{median - own:.2f} ms, of which {bare_median - own:.2f} ms are the client's and the machine's own)"
+        f"{median - own:.2f} ms, of which {bare_median - own:.2f} ms are the client's, the timers' and the "
+        "machine's own)\n"
+        f"  beside it, a bare endpoint that waits {own:g} ms once: median {one_wait_median:.2f} ms, so "
+        f"{median - one_wait_median:.2f} ms over that one"
     )
     verdicts.add("ttft_overhead_ms", overhead, f"<= {GOAL_TTFT_MS:g} ms", overhead <= GOAL_TTFT_MS)
 

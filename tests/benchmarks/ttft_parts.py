@@ -1,8 +1,8 @@
 """What each concern of the stack adds to the time to first token, over HTTP, with the model's delays on.
 
-`bench.py` reports the stack's overhead over a bare SSE endpoint that only waits the model's delays. This
-switches the stack's concerns off one after another, by settings alone, and measures the same overhead at
-each step, each configuration timed in turns with the bare endpoint by the same client:
+`bench.py` reports the stack's overhead over a bare SSE endpoint that only waits the model's delays (one wait
+per model call). This switches the stack's concerns off one after another, by settings alone, and measures the
+same overhead at each step, each configuration timed in turns with the bare endpoint by the same client:
 
 1. the whole stack, as `bench.py` runs it (auth, rate limit, cache, metrics, JSON access log at INFO);
 2. without the rate limit (one Redis round trip before the route);
@@ -43,8 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     args = parse_args(argv)
-    own = MODEL_CALLS_BEFORE_FIRST_TOKEN * args.delay_ms
-    print(f"TTFT overhead over a bare SSE endpoint that waits {own:g} ms; median of {args.samples} streams each")
+    calls = MODEL_CALLS_BEFORE_FIRST_TOKEN
+    print(
+        f"TTFT overhead over a bare SSE endpoint that waits {calls} x {args.delay_ms:g} ms (the model's calls); "
+        f"median of {args.samples} streams each"
+    )
     rows: list[tuple[str, float]] = []
     switched_off: dict[str, str] = {}
     with (
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
         tempfile.TemporaryDirectory(prefix="ttft-") as folder,
         servers.baseline(redis.url) as (baseline_url, _),
     ):
-        bare = StreamTarget(baseline_url, "", f"/api/v1/query/stream?first_token_ms={own:g}")
+        bare = StreamTarget(baseline_url, "", f"/api/v1/query/stream?delay_ms={args.delay_ms:g}&calls={calls}")
         for index, (name, settings) in enumerate(STEPS):
             switched_off |= settings
             database = Path(folder) / f"step-{index}.db"
