@@ -117,11 +117,11 @@ def test_counts_add_up_across_workers(tmp_path: Path) -> None:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline and process.poll() is None, "the service did not start"
+            _still_starting(process, deadline, "the service did not start")
             time.sleep(0.1)
         # Each worker sets active_sessions as it starts: wait until both have.
         while len(list((tmp_path / "prom").glob("gauge_*.db"))) < 2:
-            assert time.monotonic() < deadline and process.poll() is None, "the second worker did not start"
+            _still_starting(process, deadline, "the second worker did not start")
             time.sleep(0.1)
         # Which worker accepts a connection is up to the kernel, and a busy machine can favour one for a while:
         # send batches until both have served some (each worker keeps its own file), at most 10 of them.
@@ -135,6 +135,13 @@ def test_counts_add_up_across_workers(tmp_path: Path) -> None:
     assert len(served) == 2, f"not every worker served requests after {sent}: {served}"
     # The scrape added both workers' counts up.
     assert metric_value(text, "http_requests_total", method="GET", endpoint="/", status="200") == sent
+
+
+def _still_starting(process: subprocess.Popen[bytes], deadline: float, failure: str) -> None:
+    status = process.poll()
+    # uvicorn's parent stops, with status 0, when a worker fails during its start-up: its log says why.
+    assert status is None, f"{failure}: the service exited with status {status} (see its log above)"
+    assert time.monotonic() < deadline, f"{failure} within 60 s"
 
 
 async def _hit_concurrently(url: str, count: int) -> str:
