@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.benchmarks import (
+    after_idle,
     agent_latency,
     baseline_app,
     bench,
@@ -52,7 +53,7 @@ Transfer/sec:    672.16KB
 def test_the_benchmark_modules_import() -> None:
     """Every benchmark module imports without starting anything."""
     modules = (agent_latency, baseline_app, bench, count_instructions, load, loadgen, plot_load, profile_hot_path)
-    modules += (graph_steps, servers, ttft_parts)
+    modules += (after_idle, graph_steps, servers, ttft_parts)
     assert all(module.__doc__ for module in modules)
 
 
@@ -147,3 +148,13 @@ def test_the_graph_step_comparison_times_both_graphs_to_the_writer() -> None:
     medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", done.stdout, re.MULTILINE)]
     assert len(medians) == 2 and all(median > 0 for median in medians), done.stdout
     assert "one step fewer saves" in done.stdout, done.stdout
+
+
+def test_the_idle_comparison_times_the_graph_both_ways() -> None:
+    """The graph runs to the writer's first token back to back and after a pause, and both medians are printed."""
+    command = [sys.executable, "-m", "tests.benchmarks.after_idle", "--pairs", "3", "--warmup", "1", "--idle-ms", "20"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", done.stdout, re.MULTILINE)]
+    assert len(medians) == 2 and all(median > 0 for median in medians), done.stdout
+    assert "waking up adds" in done.stdout, done.stdout
