@@ -20,8 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: the repository root makes `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks.graph_steps import build_graphs, first_token_ms
-from tests.benchmarks.servers import SOLUTION
+from tests.benchmarks.graph_steps import course_graph, first_token_ms
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +33,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    sys.path.insert(0, str(SOLUTION))  # the advanced solution's `app` package (the agent is the same in every tree)
     medians = _event_loop_runner()(compare(args.pairs, args.warmup, args.idle_ms / 1000))
     busy, idle = medians["back to back"], medians["after idle"]
     print(f"the course graph from astream() to the writer's first token, median of {args.pairs} pairs, alternated:")
@@ -54,7 +52,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], di
 
 
 async def compare(pairs: int, warmup: int, idle_seconds: float) -> dict[str, float]:
-    graph = build_graphs()["course"]
+    graph = course_graph()
     for index in range(warmup):
         await first_token_ms(graph, f"warm-{index}")
     times: dict[str, list[float]] = {"back to back": [], "after idle": []}

@@ -38,7 +38,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    sys.path.insert(0, str(SOLUTION))  # the advanced solution's `app` package (the agent is the same in every tree)
     medians = asyncio.run(compare(args.runs, args.warmup))
     course, variant = medians["course"], medians["variant"]
     print(f"time from astream() to the writer's first token, median of {args.runs} runs each, alternated:")
@@ -48,18 +47,35 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return medians
 
 
+def _agent_module(name: str = "app.agent") -> Any:
+    """A module of the advanced solution's agent (the agent is the same in every tree)."""
+    if str(SOLUTION) not in sys.path:
+        sys.path.insert(0, str(SOLUTION))
+    return importlib.import_module(name)
+
+
+def _zero_delay_model() -> Any:
+    return _agent_module().OfflineChatModel(first_token_delay_ms=0, token_delay_ms=0)
+
+
+def course_graph() -> Any:
+    """The course's graph, compiled as the service compiles it, on a zero-delay offline model and in memory."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    agent = _agent_module()
+    return agent.build_agent_graph(_zero_delay_model(), agent.default_tools(), InMemorySaver())
+
+
 def build_graphs() -> dict[str, Any]:
-    """The course's graph and the variant, on one zero-delay offline model, each with its own checkpointer."""
+    """The course's graph and the variant, on zero-delay offline models, each with its own checkpointer."""
     from langchain_core.messages import SystemMessage
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import END, START, StateGraph
 
-    agent = importlib.import_module("app.agent")
-    course = importlib.import_module("app.agent.graph")
-    model, tools = agent.OfflineChatModel(first_token_delay_ms=0, token_delay_ms=0), agent.default_tools()
-    compiled = agent.build_agent_graph(model, tools, InMemorySaver())
-    router = model.bind_tools([course.route], tool_choice="route", stream=False)
+    course = _agent_module("app.agent.graph")
+    compiled = course_graph()
+    router = _zero_delay_model().bind_tools([course.route], tool_choice="route", stream=False)
 
     async def routing(state: dict[str, Any], config: RunnableConfig) -> str:
         decision = await router.ainvoke([SystemMessage(course.SUPERVISOR_PROMPT), *state["messages"]], config)
