@@ -106,11 +106,13 @@ def test_a_short_bench_completes_and_prints_the_three_ratios() -> None:
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed")
     command = [sys.executable, "-m", "tests.benchmarks.bench", "--seconds", "1", "--rounds", "1", "--warmup", "0"]
-    command += ["--concurrency", "5", "--ttft-samples", "1", "--delay-ms", "20"]
+    command += ["--concurrency", "5", "--ttft-samples", "1", "--delay-ms", "20", "--floor-rounds", "1"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     for ratio in ("cached_throughput solution/baseline", "concurrency 5/1 wall time", "ttft_overhead_ms"):
         assert f"RATIO {ratio} = " in done.stdout
+    for part in ("ttft_graph_alone_ms", "ttft_service_ms"):  # the overhead split into the graph's and the rest
+        assert f"of which {part} = " in done.stdout, done.stdout
     assert "INVALID" not in done.stdout
 
 
@@ -158,3 +160,16 @@ def test_the_idle_comparison_times_the_graph_both_ways() -> None:
     medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", done.stdout, re.MULTILINE)]
     assert len(medians) == 2 and all(median > 0 for median in medians), done.stdout
     assert "waking up adds" in done.stdout, done.stdout
+
+
+def test_the_floor_times_the_waits_the_model_and_the_graph() -> None:
+    """The three ways to the first token each run (the script raises if the model or the graph sends no token),
+    and none is quicker than the waits it contains."""
+    command = [sys.executable, "-m", "tests.benchmarks.ttft_floor", "--rounds", "2", "--warmup", "1"]
+    command += ["--delay-ms", "10", "--idle-ms", "20"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    medians = [float(found) for found in re.findall(r"\s([\d.]+) ms(?: \(\+[\d.]+\))?$", done.stdout, re.MULTILINE)]
+    assert len(medians) == 3, done.stdout
+    assert all(median >= 20 for median in medians), done.stdout  # two waits of 10 ms stand in each
+    assert "the graph by itself adds" in done.stdout, done.stdout

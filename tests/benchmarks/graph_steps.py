@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return medians
 
 
-def _agent_module(name: str = "app.agent") -> Any:
+def agent_module(name: str = "app.agent") -> Any:
     """A module of the advanced solution's agent (the agent is the same in every tree)."""
     if str(SOLUTION) not in sys.path:
         sys.path.insert(0, str(SOLUTION))
@@ -55,15 +55,16 @@ def _agent_module(name: str = "app.agent") -> Any:
 
 
 def _zero_delay_model() -> Any:
-    return _agent_module().OfflineChatModel(first_token_delay_ms=0, token_delay_ms=0)
+    return agent_module().OfflineChatModel(first_token_delay_ms=0, token_delay_ms=0)
 
 
-def course_graph() -> Any:
-    """The course's graph, compiled as the service compiles it, on a zero-delay offline model and in memory."""
+def course_graph(model: Any = None) -> Any:
+    """The course's graph, compiled as the service compiles it, on the offline model given (else one with no
+    delay) and with its checkpoints in memory."""
     from langgraph.checkpoint.memory import InMemorySaver
 
-    agent = _agent_module()
-    return agent.build_agent_graph(_zero_delay_model(), agent.default_tools(), InMemorySaver())
+    agent = agent_module()
+    return agent.build_agent_graph(model or _zero_delay_model(), agent.default_tools(), InMemorySaver())
 
 
 def build_graphs() -> dict[str, Any]:
@@ -73,7 +74,7 @@ def build_graphs() -> dict[str, Any]:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import END, START, StateGraph
 
-    course = _agent_module("app.agent.graph")
+    course = agent_module("app.agent.graph")
     compiled = course_graph()
     router = _zero_delay_model().bind_tools([course.route], tool_choice="route", stream=False)
 
