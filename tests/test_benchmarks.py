@@ -171,5 +171,7 @@ def test_the_floor_times_the_waits_the_model_and_the_graph() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     medians = [float(found) for found in re.findall(r"\s([\d.]+) ms(?: \(\+[\d.]+\))?$", done.stdout, re.MULTILINE)]
     assert len(medians) == 3, done.stdout
-    assert all(median >= 20 for median in medians), done.stdout  # two waits of 10 ms stand in each
+    # Two waits of 10 ms stand in each. uvloop's timers count whole milliseconds, so a wait can end up to a
+    # millisecond early (9.1 ms for 10 in a probe here): the bound leaves room for that.
+    assert all(median >= 16 for median in medians), done.stdout
     assert "the graph by itself adds" in done.stdout, done.stdout
