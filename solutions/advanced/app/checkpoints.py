@@ -11,11 +11,18 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Chec
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy.engine import make_url
 
+from .logging_config import get_logger
 from .to_completion import to_completion
+
+logger = get_logger(__name__)
 
 # Any fixed number (not the migrations' one): the PostgreSQL advisory lock under which one worker at a time sets up
 # the checkpoint tables.
 _SETUP_LOCK_ID = 7_311_921
+# How long a worker waits for another one's setup before it gives up (setup takes well under a second), and how
+# often the wait is logged meanwhile.
+SETUP_LOCK_PATIENCE_SECONDS = 300.0
+_SETUP_LOCK_REPORT_SECONDS = 10.0
 
 
 class CommittedSqliteSaver(AsyncSqliteSaver):
@@ -85,14 +92,36 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
     # END SOLUTION
 
 
-async def _advisory_lock(connection: Any, key: int) -> None:
+async def _advisory_lock(
+    connection: Any,
+    key: int,
+    *,
+    patience: float = SETUP_LOCK_PATIENCE_SECONDS,
+    report_every: float = _SETUP_LOCK_REPORT_SECONDS,
+) -> None:
     """Take a session-level advisory lock, asking again every 50 ms rather than waiting inside a statement.
 
     setup() creates indexes CONCURRENTLY, which waits for every open transaction to end, including another worker's
     `SELECT pg_advisory_lock(...)` still waiting for this lock: PostgreSQL would call that a deadlock.
+
+    The holder is another worker in its setup, which takes well under a second, and a worker that dies lets go with
+    its connection. One that hangs (its CREATE INDEX CONCURRENTLY waiting for someone's open transaction) would
+    stall every other start: so the wait is logged while it lasts, and ends in an error after `patience` seconds.
     """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reported = started
     while True:
         row = await (await connection.execute("SELECT pg_try_advisory_lock(%s) AS taken", (key,))).fetchone()
         if row["taken"]:
             return
+        now = loop.time()
+        if now - started >= patience:
+            raise RuntimeError(
+                f"Another process has held the checkpoint tables' setup lock (PostgreSQL advisory lock {key}) for "
+                f"{patience:g} s; its setup may be waiting for a long-open transaction (see pg_stat_activity)"
+            )
+        if now - reported >= report_every:
+            reported = now
+            logger.warning("waiting for another worker to set up the checkpoint tables", waited_s=round(now - started))
         await asyncio.sleep(0.05)

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langgraph.checkpoint.base import empty_checkpoint
 
+from app import checkpoints
 from app.checkpoints import open_checkpointer
 from app.config import Settings
 from app.database import create_engine, migrate, session_factory
@@ -247,3 +249,33 @@ def test_a_cancelled_checkpoint_write_does_not_keep_the_database_locked(tmp_path
     writer would wait out the busy timeout and fail with "database is locked"."""
     database = tmp_path / "checkpoints.db"
     assert asyncio.run(_cancel_checkpoint_writes(database, 40)) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.service
+async def test_a_setup_lock_held_too_long_is_reported_then_ends_in_an_error() -> None:
+    """A worker whose checkpoint setup hangs holds the setup lock: the others log their wait, then fail to start
+    with an error that names the lock, instead of waiting forever. A lock let go is taken at once."""
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+    from structlog.testing import capture_logs
+
+    key = checkpoints._SETUP_LOCK_ID
+    with postgres_database() as url:
+        conninfo = url.replace("postgresql+asyncpg://", "postgresql://")
+        options: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+        async with (
+            await AsyncConnection.connect(conninfo, **options) as holder,
+            await AsyncConnection.connect(conninfo, **options) as waiter,
+        ):
+            await holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+            with capture_logs() as logs, pytest.raises(RuntimeError, match=f"advisory lock {key}"):
+                # A wait without an end would fail here with TimeoutError instead.
+                await asyncio.wait_for(checkpoints._advisory_lock(waiter, key, patience=0.6, report_every=0.2), 10)
+            waits = [entry for entry in logs if entry["event"].startswith("waiting for another worker")]
+            assert waits and all(entry["log_level"] == "warning" for entry in waits), logs
+
+            await holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            await asyncio.wait_for(checkpoints._advisory_lock(waiter, key, patience=5), timeout=10)
+            taken = await (await holder.execute("SELECT pg_try_advisory_lock(%s) AS taken", (key,))).fetchone()
+            assert taken is not None and taken["taken"] is False  # the waiter holds it now
