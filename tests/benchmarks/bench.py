@@ -43,7 +43,8 @@ USAGE = """\
 python tests/benchmarks/bench.py [--seconds N] [--rounds R] [--loadgen auto|wrk|python] [--strict]
 
 Prints throughput, p50 and p99 of both servers (rounds alternate A B A B), the ratio solution/baseline,
-the concurrency ratio and the SSE time-to-first-token overhead. Exits 1 if a measurement was invalid
+the concurrency ratio and the SSE time-to-first-token overhead, split into the graph's own part (timed
+in-process, with no service around it) and the rest. Exits 1 if a measurement was invalid
 (an answer that was not a cache HIT, a non-2xx), and with --strict also if a goal was missed.
 """
 
@@ -66,7 +67,7 @@ class Verdicts:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options; every default keeps the whole bench near a minute."""
+    """The options; with the defaults the whole bench takes about four and a half minutes."""
     parser = argparse.ArgumentParser(
         description=__doc__, epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -347,8 +348,9 @@ def report_ttft(url: str, token: str, baseline_url: str, samples: int, delay: fl
 def report_floor(overhead: float, delay: float, rounds: int, verdicts: Verdicts) -> None:
     """How much of the first token's overhead the course graph takes by itself, in this process, with no server.
 
-    The servers are stopped by now, so the graph runs on a quiet machine, as the solution's worker did between
-    streams. Its part is a floor for any service around this graph: no HTTP, auth, Redis or database in it.
+    The solution and the bare endpoint are stopped by now, so the graph runs on a quiet machine, as the solution's
+    worker did between streams. Its part is a floor for any service around this graph: no HTTP, auth, Redis or
+    database in it.
     """
     if rounds < 1:
         return
