@@ -12,12 +12,19 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .logging_config import get_logger
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any fixed number: the PostgreSQL advisory lock that lets one worker at a time migrate.
 _MIGRATION_LOCK_ID = 7_311_920
+# How long a worker waits for another one's migration before it gives up (this schema migrates in well under a
+# second).
+MIGRATION_LOCK_PATIENCE_SECONDS = 300.0
+logger = get_logger(__name__)
 
 
 def utcnow() -> datetime:
@@ -98,10 +105,11 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Upgrade the database to the latest revision, one process at a time."""
+async def migrate(engine: AsyncEngine, *, lock_patience: float = MIGRATION_LOCK_PATIENCE_SECONDS) -> None:
+    """Upgrade the database to the latest revision, one process at a time (waiting up to `lock_patience` seconds
+    for another's migration on PostgreSQL)."""
     async with engine.begin() as connection:
-        await _lock_out_other_migrations(connection)
+        await _lock_out_other_migrations(connection, lock_patience)
         # BEGIN SOLUTION TODO 29: run Alembic's migrations to head at start-up, on this connection
         url = engine.url.render_as_string(hide_password=False)
 
@@ -118,16 +126,32 @@ async def migrate(engine: AsyncEngine) -> None:
         # END SOLUTION
 
 
-async def _lock_out_other_migrations(connection: AsyncConnection) -> None:
+async def _lock_out_other_migrations(connection: AsyncConnection, patience: float) -> None:
     """Make every other process's migration wait until this transaction ends, and then find nothing to do.
 
     Workers that start together would otherwise all find the tables missing and all create them: every one but
     the first then fails to start ("table ... already exists"). PostgreSQL has advisory locks, held here until
     the transaction ends. SQLite has none: BEGIN IMMEDIATE takes the database's write lock at once, and the
     others' BEGIN IMMEDIATE waits for it (the busy timeout) before they read the revision.
+
+    On PostgreSQL the wait is bounded by `patience`: a migration stuck behind a transaction left open elsewhere
+    would otherwise stall every worker's start, in silence.
     """
     if connection.dialect.name == "postgresql":
-        await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
+        if (await connection.execute(text(f"SELECT pg_try_advisory_xact_lock({_MIGRATION_LOCK_ID})"))).scalar():
+            return
+        logger.info("waiting for another worker's migration", patience_s=patience)
+        await connection.execute(text(f"SET LOCAL lock_timeout = {max(1, round(patience * 1000))}"))
+        try:
+            await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
+        except DBAPIError as exc:
+            if "lock timeout" not in str(exc.orig):
+                raise
+            raise RuntimeError(
+                f"Another process has held the migration lock (PostgreSQL advisory lock {_MIGRATION_LOCK_ID}) for "
+                f"{patience:g} s; its migration may be waiting for a long-open transaction (see pg_stat_activity)"
+            ) from exc
+        await connection.execute(text("SET LOCAL lock_timeout = DEFAULT"))  # the migration itself may wait
     elif connection.dialect.name == "sqlite":
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
 

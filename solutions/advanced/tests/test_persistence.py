@@ -2,12 +2,14 @@
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,14 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import structlog
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langgraph.checkpoint.base import empty_checkpoint
+from sqlalchemy import text
 
-from app import checkpoints
+from app import checkpoints, database
 from app.checkpoints import open_checkpointer
 from app.config import Settings
 from app.database import create_engine, migrate, session_factory
@@ -258,7 +262,6 @@ async def test_a_setup_lock_held_too_long_is_reported_then_ends_in_an_error() ->
     with an error that names the lock, instead of waiting forever. A lock let go is taken at once."""
     from psycopg import AsyncConnection
     from psycopg.rows import dict_row
-    from structlog.testing import capture_logs
 
     key = checkpoints._SETUP_LOCK_ID
     with postgres_database() as url:
@@ -269,7 +272,7 @@ async def test_a_setup_lock_held_too_long_is_reported_then_ends_in_an_error() ->
             await AsyncConnection.connect(conninfo, **options) as waiter,
         ):
             await holder.execute("SELECT pg_advisory_lock(%s)", (key,))
-            with capture_logs() as logs, pytest.raises(RuntimeError, match=f"advisory lock {key}"):
+            with _info_logs_captured() as logs, pytest.raises(RuntimeError, match=f"advisory lock {key}"):
                 # A wait without an end would fail here with TimeoutError instead.
                 await asyncio.wait_for(checkpoints._advisory_lock(waiter, key, patience=0.6, report_every=0.2), 10)
             waits = [entry for entry in logs if entry["event"].startswith("waiting for another worker")]
@@ -279,3 +282,43 @@ async def test_a_setup_lock_held_too_long_is_reported_then_ends_in_an_error() ->
             await asyncio.wait_for(checkpoints._advisory_lock(waiter, key, patience=5), timeout=10)
             taken = await (await holder.execute("SELECT pg_try_advisory_lock(%s) AS taken", (key,))).fetchone()
             assert taken is not None and taken["taken"] is False  # the waiter holds it now
+
+
+@pytest.mark.anyio
+@pytest.mark.service
+async def test_a_migration_lock_held_too_long_ends_in_an_error_then_migrates_once_let_go() -> None:
+    """A worker whose migration hangs holds the migration lock: another logs that it waits, then fails to start
+    with an error that names the lock, instead of waiting forever. Once the lock is let go, it migrates."""
+    from psycopg import AsyncConnection
+
+    with postgres_database() as url:
+        conninfo = url.replace("postgresql+asyncpg://", "postgresql://")
+        engine = create_engine(url)
+        try:
+            async with await AsyncConnection.connect(conninfo, autocommit=True) as holder:
+                await holder.execute("SELECT pg_advisory_lock(%s)", (database._MIGRATION_LOCK_ID,))
+                with _info_logs_captured() as logs, pytest.raises(RuntimeError, match="migration lock"):
+                    # A wait without an end would fail here with TimeoutError instead.
+                    await asyncio.wait_for(migrate(engine, lock_patience=0.5), 15)
+                assert any(entry["event"] == "waiting for another worker's migration" for entry in logs), logs
+                await holder.execute("SELECT pg_advisory_unlock(%s)", (database._MIGRATION_LOCK_ID,))
+            await asyncio.wait_for(migrate(engine, lock_patience=0.5), 30)
+            async with engine.connect() as connection:
+                revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        finally:
+            await engine.dispose()
+    assert revision is not None
+
+
+@contextlib.contextmanager
+def _info_logs_captured() -> Iterator[list[MutableMapping[str, Any]]]:
+    """The log entries of the block, from INFO up (the tests' apps log from WARNING up), the configuration restored."""
+    from structlog.testing import capture_logs
+
+    configured = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**configured)
