@@ -4,6 +4,7 @@ SQLite by default (`sqlite+aiosqlite:///./lab.db`), PostgreSQL for real (`postgr
 The schema is Alembic's: `migrate()` brings a database to the latest revision at start-up.
 """
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from .logging_config import get_logger
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any fixed number: the PostgreSQL advisory lock that lets one worker at a time migrate.
 _MIGRATION_LOCK_ID = 7_311_920
+# How long a connection asks again while another process puts a new SQLite file in WAL mode (milliseconds of work).
+_WAL_SWITCH_PATIENCE_SECONDS = 30.0
 # How long a worker waits for another one's migration before it gives up (this schema migrates in well under a
 # second).
 MIGRATION_LOCK_PATIENCE_SECONDS = 300.0
@@ -78,10 +81,12 @@ def create_engine(database_url: str) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, connect_args={"timeout": 30})
 
+        locked = engine.dialect.loaded_dbapi.OperationalError
+
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+            _enter_wal_mode(dbapi_connection, locked)
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             # In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a commit survives the process
             # crashing, and only the last commits can be lost to a power failure (what most services accept).
@@ -90,6 +95,29 @@ def create_engine(database_url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _enter_wal_mode(dbapi_connection: Any, locked: type[Exception]) -> None:
+    """Put the file in WAL mode, waiting out another process that is putting a new file in WAL mode at that moment.
+
+    SQLite refuses a connection that asks for WAL while another converts the file with "database is locked" at
+    once, without waiting out its busy timeout: workers starting together on a new file meet exactly that (a probe:
+    4 processes, a new file each round, one or more refused in 17 rounds of 40). The conversion takes milliseconds,
+    so asking again shortly is enough; on a file already in WAL mode the first ask succeeds. The short sleeps block
+    the event loop, but only at start-up and only while another process converts the file.
+    """
+    deadline = time.monotonic() + _WAL_SWITCH_PATIENCE_SECONDS
+    while True:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except locked as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        finally:
+            cursor.close()
+        time.sleep(0.01)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

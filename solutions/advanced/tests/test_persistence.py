@@ -322,3 +322,40 @@ def _info_logs_captured() -> Iterator[list[MutableMapping[str, Any]]]:
             yield logs
     finally:
         structlog.configure(**configured)
+
+
+def _enter_wal_at(path: Path, moment: float, results: Any) -> None:
+    try:
+        connection = sqlite3.connect(path, timeout=30)  # the busy timeout, as the app's engine has it
+        try:
+            while time.time() < moment:  # all processes at one moment: a busy wait, a few hundred ms at most
+                pass
+            database._enter_wal_mode(connection, sqlite3.OperationalError)
+            results.put(connection.execute("PRAGMA journal_mode").fetchone()[0])
+        finally:
+            connection.close()
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_connections_opening_a_new_sqlite_file_together_all_get_wal_mode(tmp_path: Path) -> None:
+    """SQLite refuses a connection that asks for WAL mode while another converts the file, at once ("database is
+    locked", no busy timeout): four processes asking at one moment on a new file, ten files, all end in WAL mode."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    outcomes = []
+    for round_ in range(10):
+        results = context.Queue()
+        moment = time.time() + 0.2
+        processes = [
+            context.Process(target=_enter_wal_at, args=(tmp_path / f"wal-{round_}.db", moment, results))
+            for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        outcomes += [results.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(timeout=60)
+    refused = [outcome for outcome in outcomes if outcome != "wal"]
+    assert not refused, f"{len(refused)} of {len(outcomes)} connections failed: {refused[:3]}"
