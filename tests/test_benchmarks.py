@@ -50,6 +50,14 @@ Transfer/sec:    672.16KB
 """
 
 
+def _run_benchmark(module: str, *args: str, timeout: float) -> str:
+    """Run `python -m tests.benchmarks.<module> <args>` from the repository root; its output, once it exits 0."""
+    command = [sys.executable, "-m", f"tests.benchmarks.{module}", *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def test_the_benchmark_modules_import() -> None:
     """Every benchmark module imports without starting anything."""
     modules = (agent_latency, baseline_app, bench, count_instructions, load, loadgen, plot_load, profile_hot_path)
@@ -105,15 +113,13 @@ def test_a_short_bench_completes_and_prints_the_three_ratios() -> None:
     """One 1 s round each, 5 concurrent queries and one stream: it ends cleanly and prints every ratio."""
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed")
-    command = [sys.executable, "-m", "tests.benchmarks.bench", "--seconds", "1", "--rounds", "1", "--warmup", "0"]
-    command += ["--concurrency", "5", "--ttft-samples", "1", "--delay-ms", "20", "--floor-rounds", "1"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    short = ["--seconds", "1", "--rounds", "1", "--warmup", "0", "--concurrency", "5", "--ttft-samples", "1"]
+    stdout = _run_benchmark("bench", *short, "--delay-ms", "20", "--floor-rounds", "1", timeout=100)
     for ratio in ("cached_throughput solution/baseline", "concurrency 5/1 wall time", "ttft_overhead_ms"):
-        assert f"RATIO {ratio} = " in done.stdout
+        assert f"RATIO {ratio} = " in stdout
     for part in ("ttft_graph_alone_ms", "ttft_service_ms"):  # the overhead split into the graph's and the rest
-        assert f"of which {part} = " in done.stdout, done.stdout
-    assert "INVALID" not in done.stdout
+        assert f"of which {part} = " in stdout, stdout
+    assert "INVALID" not in stdout
 
 
 @pytest.mark.service
@@ -121,11 +127,9 @@ def test_the_ttft_parts_run_every_configuration() -> None:
     """Each configuration of ttft_parts starts, streams and is compared with the bare endpoint."""
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed")
-    command = [sys.executable, "-m", "tests.benchmarks.ttft_parts", "--samples", "1", "--delay-ms", "10"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    measured = re.findall(r"^  (\S.*?)\s+(-?[\d.]+) ms$", done.stdout, re.MULTILINE)
-    assert [name for name, _ in measured] == [name for name, _ in ttft_parts.STEPS], done.stdout
+    stdout = _run_benchmark("ttft_parts", "--samples", "1", "--delay-ms", "10", timeout=150)
+    measured = re.findall(r"^  (\S.*?)\s+(-?[\d.]+) ms$", stdout, re.MULTILINE)
+    assert [name for name, _ in measured] == [name for name, _ in ttft_parts.STEPS], stdout
 
 
 @pytest.mark.service
@@ -134,44 +138,36 @@ def test_a_short_instruction_count_completes_and_prints_a_count_per_answer() -> 
     for tool in ("redis-server", "valgrind", "gcc"):
         if shutil.which(tool) is None:
             unavailable(f"{tool} is not installed")
-    command = [sys.executable, "-m", "tests.benchmarks.count_instructions", "--requests", "40", "--warmup", "16"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    per_answer = int(done.stdout.rsplit("= ", 1)[1].split()[0].replace(",", ""))
+    stdout = _run_benchmark("count_instructions", "--requests", "40", "--warmup", "16", timeout=300)
+    per_answer = int(stdout.rsplit("= ", 1)[1].split()[0].replace(",", ""))
     # A cached answer takes about 1.4 M instructions here: far more than nothing, far less than an agent run.
-    assert 100_000 < per_answer < 50_000_000, done.stdout
+    assert 100_000 < per_answer < 50_000_000, stdout
 
 
 def test_the_graph_step_comparison_times_both_graphs_to_the_writer() -> None:
     """Both graphs run to the writer's first token (the script raises if either sends none) and are compared."""
-    command = [sys.executable, "-m", "tests.benchmarks.graph_steps", "--runs", "5", "--warmup", "1"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", done.stdout, re.MULTILINE)]
-    assert len(medians) == 2 and all(median > 0 for median in medians), done.stdout
-    assert "one step fewer saves" in done.stdout, done.stdout
+    stdout = _run_benchmark("graph_steps", "--runs", "5", "--warmup", "1", timeout=120)
+    medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", stdout, re.MULTILINE)]
+    assert len(medians) == 2 and all(median > 0 for median in medians), stdout
+    assert "one step fewer saves" in stdout, stdout
 
 
 def test_the_idle_comparison_times_the_graph_both_ways() -> None:
     """The graph runs to the writer's first token back to back and after a pause, and both medians are printed."""
-    command = [sys.executable, "-m", "tests.benchmarks.after_idle", "--pairs", "3", "--warmup", "1", "--idle-ms", "20"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", done.stdout, re.MULTILINE)]
-    assert len(medians) == 2 and all(median > 0 for median in medians), done.stdout
-    assert "waking up adds" in done.stdout, done.stdout
+    stdout = _run_benchmark("after_idle", "--pairs", "3", "--warmup", "1", "--idle-ms", "20", timeout=120)
+    medians = [float(found) for found in re.findall(r":\s+([\d.]+) ms$", stdout, re.MULTILINE)]
+    assert len(medians) == 2 and all(median > 0 for median in medians), stdout
+    assert "waking up adds" in stdout, stdout
 
 
 def test_the_floor_times_the_waits_the_model_and_the_graph() -> None:
     """The three ways to the first token each run (the script raises if the model or the graph sends no token),
     and none is quicker than the waits it contains."""
-    command = [sys.executable, "-m", "tests.benchmarks.ttft_floor", "--rounds", "2", "--warmup", "1"]
-    command += ["--delay-ms", "10", "--idle-ms", "20"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    medians = [float(found) for found in re.findall(r"\s([\d.]+) ms(?: \(\+[\d.]+\))?$", done.stdout, re.MULTILINE)]
-    assert len(medians) == 3, done.stdout
+    short = ["--rounds", "2", "--warmup", "1", "--delay-ms", "10", "--idle-ms", "20"]
+    stdout = _run_benchmark("ttft_floor", *short, timeout=120)
+    medians = [float(found) for found in re.findall(r"\s([\d.]+) ms(?: \(\+[\d.]+\))?$", stdout, re.MULTILINE)]
+    assert len(medians) == 3, stdout
     # Two waits of 10 ms stand in each. uvloop's timers count whole milliseconds, so a wait can end up to a
     # millisecond early (9.1 ms for 10 in a probe here): the bound leaves room for that.
-    assert all(median >= 16 for median in medians), done.stdout
-    assert "the graph by itself adds" in done.stdout, done.stdout
+    assert all(median >= 16 for median in medians), stdout
+    assert "the graph by itself adds" in stdout, stdout

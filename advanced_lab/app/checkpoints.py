@@ -11,6 +11,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Chec
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy.engine import make_url
 
+from .database import START_UP_LOCK_PATIENCE_SECONDS, held_too_long
 from .logging_config import get_logger
 from .to_completion import to_completion
 
@@ -19,9 +20,7 @@ logger = get_logger(__name__)
 # Any fixed number (not the migrations' one): the PostgreSQL advisory lock under which one worker at a time sets up
 # the checkpoint tables.
 _SETUP_LOCK_ID = 7_311_921
-# How long a worker waits for another one's setup before it gives up (setup takes well under a second), and how
-# often the wait is logged meanwhile.
-SETUP_LOCK_PATIENCE_SECONDS = 300.0
+# How often a worker waiting for another one's setup says so.
 _SETUP_LOCK_REPORT_SECONDS = 10.0
 
 
@@ -65,7 +64,7 @@ async def _advisory_lock(
     connection: Any,
     key: int,
     *,
-    patience: float = SETUP_LOCK_PATIENCE_SECONDS,
+    patience: float = START_UP_LOCK_PATIENCE_SECONDS,
     report_every: float = _SETUP_LOCK_REPORT_SECONDS,
 ) -> None:
     """Take a session-level advisory lock, asking again every 50 ms rather than waiting inside a statement.
@@ -86,10 +85,7 @@ async def _advisory_lock(
             return
         now = loop.time()
         if now - started >= patience:
-            raise RuntimeError(
-                f"Another process has held the checkpoint tables' setup lock (PostgreSQL advisory lock {key}) for "
-                f"{patience:g} s; its setup may be waiting for a long-open transaction (see pg_stat_activity)"
-            )
+            raise held_too_long("checkpoint tables' setup", key, patience)
         if now - reported >= report_every:
             reported = now
             logger.warning("waiting for another worker to set up the checkpoint tables", waited_s=round(now - started))

@@ -13,14 +13,12 @@ import argparse
 import asyncio
 import statistics
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: the repository root makes `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks.graph_steps import course_graph, first_token_ms
+from tests.benchmarks.graph_steps import course_graph, first_token_ms, run_like_a_worker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,22 +31,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    medians = _event_loop_runner()(compare(args.pairs, args.warmup, args.idle_ms / 1000))
+    medians = run_like_a_worker(compare(args.pairs, args.warmup, args.idle_ms / 1000))
     busy, idle = medians["back to back"], medians["after idle"]
     print(f"the course graph from astream() to the writer's first token, median of {args.pairs} pairs, alternated:")
     print(f"  {'right after the previous run:':<32} {busy:.3f} ms")
     print(f"  {f'after {args.idle_ms:g} ms idle:':<32} {idle:.3f} ms")
     print(f"  waking up adds {idle - busy:.3f} ms ({(idle - busy) / busy:.0%}) to the same work")
     return medians
-
-
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
-    """uvloop's, as uvicorn picks where it is installed (not on Windows); else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
 
 
 async def compare(pairs: int, warmup: int, idle_seconds: float) -> dict[str, float]:

@@ -18,8 +18,9 @@ import importlib
 import statistics
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):  # run as a script: the repository root makes `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -27,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `tes
 from tests.benchmarks.servers import SOLUTION
 
 QUESTION = "hello"  # routed straight to the writer
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +47,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"  routing in START's edge (writer is the first step): {variant:.3f} ms")
     print(f"  one step fewer saves {course - variant:.3f} ms ({(course - variant) / course:.0%} of the graph's part)")
     return medians
+
+
+def run_like_a_worker(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop, as uvicorn does where it is installed (not on Windows); else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def agent_module(name: str = "app.agent") -> Any:

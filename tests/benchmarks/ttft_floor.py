@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `tes
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.agent_latency import MODEL_CALLS_BEFORE_FIRST_TOKEN
-from tests.benchmarks.graph_steps import QUESTION, agent_module, course_graph, first_token_ms
+from tests.benchmarks.graph_steps import QUESTION, agent_module, course_graph, first_token_ms, run_like_a_worker
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,8 @@ def main(argv: list[str] | None = None) -> Floor:
 
 
 def measure(*, delay_ms: float, rounds: int, warmup: int = 5, idle_ms: float = 200) -> Floor:
-    """The three medians, measured on uvloop where it is installed (as uvicorn runs), else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_measure(delay_ms, rounds, warmup, idle_ms / 1000))
-    return uvloop.run(_measure(delay_ms, rounds, warmup, idle_ms / 1000))
+    """The three medians, measured on the event loop a worker runs."""
+    return run_like_a_worker(_measure(delay_ms, rounds, warmup, idle_ms / 1000))
 
 
 def describe(floor: Floor, delay_ms: float, idle_ms: float) -> str:

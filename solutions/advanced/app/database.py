@@ -24,9 +24,9 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_LOCK_ID = 7_311_920
 # How long a connection asks again while another process puts a new SQLite file in WAL mode (milliseconds of work).
 _WAL_SWITCH_PATIENCE_SECONDS = 30.0
-# How long a worker waits for another one's migration before it gives up (this schema migrates in well under a
-# second).
-MIGRATION_LOCK_PATIENCE_SECONDS = 300.0
+# How long a worker waits for another one's start-up work under a PostgreSQL advisory lock (the migration, the
+# checkpoint tables' setup: well under a second each) before it gives up.
+START_UP_LOCK_PATIENCE_SECONDS = 300.0
 logger = get_logger(__name__)
 
 
@@ -81,11 +81,11 @@ def create_engine(database_url: str) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, connect_args={"timeout": 30})
 
-        locked = engine.dialect.loaded_dbapi.OperationalError
+        operational_error = engine.dialect.loaded_dbapi.OperationalError
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
-            _enter_wal_mode(dbapi_connection, locked)
+            _enter_wal_mode(dbapi_connection, operational_error)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=30000")
             # In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a commit survives the process
@@ -97,7 +97,7 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _enter_wal_mode(dbapi_connection: Any, locked: type[Exception]) -> None:
+def _enter_wal_mode(dbapi_connection: Any, operational_error: type[Exception]) -> None:
     """Put the file in WAL mode, waiting out another process that is putting a new file in WAL mode at that moment.
 
     SQLite refuses a connection that asks for WAL while another converts the file with "database is locked" at
@@ -112,7 +112,7 @@ def _enter_wal_mode(dbapi_connection: Any, locked: type[Exception]) -> None:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
-        except locked as exc:
+        except operational_error as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
         finally:
@@ -133,7 +133,7 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine, *, lock_patience: float = MIGRATION_LOCK_PATIENCE_SECONDS) -> None:
+async def migrate(engine: AsyncEngine, *, lock_patience: float = START_UP_LOCK_PATIENCE_SECONDS) -> None:
     """Upgrade the database to the latest revision, one process at a time (waiting up to `lock_patience` seconds
     for another's migration on PostgreSQL)."""
     async with engine.begin() as connection:
@@ -175,13 +175,18 @@ async def _lock_out_other_migrations(connection: AsyncConnection, patience: floa
         except DBAPIError as exc:
             if "lock timeout" not in str(exc.orig):
                 raise
-            raise RuntimeError(
-                f"Another process has held the migration lock (PostgreSQL advisory lock {_MIGRATION_LOCK_ID}) for "
-                f"{patience:g} s; its migration may be waiting for a long-open transaction (see pg_stat_activity)"
-            ) from exc
+            raise held_too_long("migration", _MIGRATION_LOCK_ID, patience) from exc
         await connection.execute(text("SET LOCAL lock_timeout = DEFAULT"))  # the migration itself may wait
     elif connection.dialect.name == "sqlite":
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def held_too_long(work: str, key: int, patience: float) -> RuntimeError:
+    """The error a worker fails to start with when another has held the lock of its start-up `work` too long."""
+    return RuntimeError(
+        f"Another process has held the {work} lock (PostgreSQL advisory lock {key}) for {patience:g} s; it may be "
+        "waiting for a transaction left open (see pg_stat_activity)"
+    )
 
 
 async def ping(engine: AsyncEngine) -> None:
