@@ -18,8 +18,8 @@ QUERY = "/api/v1/query"
 
 
 def _arithmetic() -> str:
-    """A question no earlier request asked, so its first answer is a miss."""
-    return f"What is {100 + secrets.randbelow(900)} * {100 + secrets.randbelow(900)}?"
+    """A question no earlier request asked (the nonce sees to that), so its first answer is a miss."""
+    return f"What is {100 + secrets.randbelow(900)} * {100 + secrets.randbelow(900)}? [{nonce()}]"
 
 
 async def _asked(ctx: Context, query: str, **extra: Any) -> tuple[httpx.Response, dict[str, Any]]:
@@ -46,12 +46,13 @@ async def miss_then_hit(ctx: Context) -> None:
 async def hit_skips_agent(ctx: Context) -> None:
     """A cache hit does not run the agent: agent_executions_total stays put (and a miss moves it by 1)."""
     before = (await scrape(ctx)).total("agent_executions_total")
-    await _asked(ctx, ctx.recall("cached-query"))
+    hit = _cache_state(*await _asked(ctx, ctx.recall("cached-query")))
     after_hit = (await scrape(ctx)).total("agent_executions_total")
-    await _asked(ctx, _arithmetic())
+    miss = _cache_state(*await _asked(ctx, _arithmetic()))
     after_miss = (await scrape(ctx)).total("agent_executions_total")
     moves = (after_hit - before, after_miss - after_hit)
-    that(moves == (0, 1), "+0 after a hit, +1 after a miss", f"+{moves[0]:g} after the hit, +{moves[1]:g} after a miss")
+    observed = f"+{moves[0]:g} after the hit (X-Cache {hit[0]!r}), +{moves[1]:g} after a miss (X-Cache {miss[0]!r})"
+    that(moves == (0, 1), "+0 after a hit, +1 after a miss", observed)
 
 
 @check(3, labs=ADVANCED, depends_on=("miss_then_hit", "sessions.continuity"), hint=hints.CACHE_KEY)
