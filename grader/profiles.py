@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import dockerfile
-from .runner import HOST, StageStartError, free_port
+from .runner import HOST, StageStartError, free_port, refusing_port
 
 # The offline model's latency in every profile but `limits`: small enough for a fast grade, large enough
 # that a streamed answer of ~28 tokens takes ~0.5 s, which a buffered response cannot fake.
@@ -131,7 +131,7 @@ async def prepared(profile: Profile, secret_key: str, data: Path, stage: Path) -
         if profile.collector:
             setup.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = await stack.enter_async_context(local_http(_collect(setup)))
         if profile.redis_down:
-            setup.env["REDIS_URL"] = f"redis://{HOST}:{free_port()}/0"
+            setup.env["REDIS_URL"] = f"redis://{HOST}:{stack.enter_context(refusing_port())}/0"
         yield setup
 
 

@@ -1,4 +1,4 @@
-"""Start a stage as a real `uvicorn app.main:app` process on a free loopback port, read its log, stop it by PID."""
+"""Start a stage as a real `uvicorn app.main:app` process on a loopback port, read its log, stop it by PID."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 HOST = "127.0.0.1"
+_BACKLOG = 2048  # uvicorn's own default
 STOP_GRACE_SECONDS = 10.0
 # Settings a grading profile controls (inherited ones could leak a real key or change the stage's behaviour),
 # and the import path: a stage imports only what is in its own folder and its environment.
@@ -37,11 +38,40 @@ class StageStartError(Exception):
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on right now."""
+    """A loopback port nothing listens on right now (another process may take it before the stage does)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs: bound, never listening, so no
+    other process can take it and start answering there."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        yield sock.getsockname()[1]
+
+
+def _held_port() -> socket.socket | None:
+    """A loopback socket already listening on a port of its own, for uvicorn to serve on (`--fd`); None where a
+    child process cannot be handed a socket (Windows).
+
+    Holding the port from the moment it is chosen means no other start can take it first. With a port that is
+    only free when chosen, two stages started together (a grade's profiles, a class graded in parallel) could
+    be given the same one: one fails to bind, and its grader, seeing the other answer there, grades that one.
+    """
+    if os.name != "posix":
+        return None
+    sock = socket.socket()
+    try:
+        sock.bind((HOST, 0))
+        sock.listen(_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclass
@@ -96,52 +126,91 @@ async def run_stage(
 ) -> AsyncIterator[RunningStage]:
     """Start the stage with `settings`, wait until it answers GET /health, yield it, then stop it.
 
-    By default the stage runs as `uvicorn app.main:app` on a free port. A `command` of its own (the image's)
-    must serve on the PORT that `settings` give, and may start worker processes: they share its process group.
-    Its output goes to files in a temporary folder, removed once the stage has stopped.
+    By default the stage runs as `uvicorn app.main:app` on a loopback socket the grader opened for it. A
+    `command` of its own (the image's) must serve on the PORT that `settings` give, and may start worker
+    processes: they share its process group. Its output goes to files in a temporary folder, removed once the
+    stage has stopped.
     """
     with tempfile.TemporaryDirectory(prefix="grader-log-") as temp:
         directory = Path(temp)
-        port = int(settings["PORT"]) if command else free_port()
         log = StageLog(directory / "stdout.log", directory / "stderr.log")
-        default = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST, "--port", str(port)]
-        process = _spawn(command or default, stage, stage_env(settings), log, group=bool(command))
+        own = command is not None
+        held = None if own else _held_port()
+        with held or contextlib.nullcontext():
+            port, command = _serving(command, settings, held)
+            process = _spawn(command, stage, stage_env(settings), log, group=own, keep=held)
+        # Closed here: the stage has its own copy of the socket, so the port closes when the stage exits.
         try:
             url = f"http://{HOST}:{port}"
-            await _wait_until_answering(url, process, log, start_timeout)
+            await _wait_until_answering(url, process, log, start_timeout, queued=held is not None)
             log.ready_at = log.stdout.stat().st_size
             yield RunningStage(url, process, log)
         finally:
             # In a thread, so that the grader's own endpoints (the OTLP collector) can still answer the
             # stage while it shuts down.
-            await asyncio.to_thread(stop, process, STOP_GRACE_SECONDS, group=bool(command))
+            await asyncio.to_thread(stop, process, STOP_GRACE_SECONDS, group=own)
+
+
+def _serving(command: list[str] | None, settings: dict[str, str], held: socket.socket | None) -> tuple[int, list[str]]:
+    """The port the stage will answer on, and the command that serves it there."""
+    if command is not None:
+        return int(settings["PORT"]), command
+    uvicorn = [sys.executable, "-m", "uvicorn", "app.main:app"]
+    if held is None:
+        port = free_port()
+        return port, [*uvicorn, "--host", HOST, "--port", str(port)]
+    port = held.getsockname()[1]
+    return port, [*uvicorn, "--fd", str(held.fileno())]
 
 
 def _spawn(
-    command: list[str], stage: Path, env: dict[str, str], log: StageLog, *, group: bool = False
+    command: list[str],
+    stage: Path,
+    env: dict[str, str],
+    log: StageLog,
+    *,
+    group: bool = False,
+    keep: socket.socket | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start the command in the stage folder; `keep` is a socket it inherits (and no other child does)."""
+    passed = () if keep is None else (keep.fileno(),)
     with open(log.stdout, "wb") as out, open(log.stderr, "wb") as err:
         # Our own interpreter with fixed arguments; the stage's code runs only inside that process (and, with
         # `group`, in the workers it starts, which stay in a process group of their own for stop() to end).
-        return subprocess.Popen(command, cwd=stage, env=env, stdout=out, stderr=err, start_new_session=group)  # noqa: S603
+        return subprocess.Popen(  # noqa: S603
+            command, cwd=stage, env=env, stdout=out, stderr=err, start_new_session=group, pass_fds=passed
+        )
 
 
-async def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log: StageLog, seconds: float) -> None:
-    """Any HTTP answer from /health means the server runs; whether it is healthy is a check's business."""
+async def _wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], log: StageLog, seconds: float, *, queued: bool = False
+) -> None:
+    """Any HTTP answer from /health means the server runs; whether it is healthy is a check's business.
+
+    On a socket the grader opened (`queued`) a request is accepted at once and waits until the stage serves
+    it, so one request is enough. Asking again on a timer would leave abandoned requests queued, which the stage
+    would then serve, log and count as if a check had sent them.
+    """
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    timeout = httpx.Timeout(2.0, read=seconds) if queued else httpx.Timeout(2.0)
+    async with httpx.AsyncClient(timeout=timeout) as client:
         while True:
-            if process.poll() is not None:
-                message = f"the stage exited with code {process.returncode} before it answered GET /health"
-                raise StageStartError(message, log.tail())
+            asking = asyncio.ensure_future(client.get(f"{url}/health"))
             try:
-                await client.get(f"{url}/health")
-            except httpx.TransportError:
-                pass
-            else:
+                while not asking.done():
+                    if process.poll() is not None:
+                        message = f"the stage exited with code {process.returncode} before it answered GET /health"
+                        raise StageStartError(message, log.tail())
+                    if time.monotonic() > deadline:
+                        message = f"the stage did not answer GET /health within {seconds:g} s"
+                        raise StageStartError(message, log.tail())
+                    await asyncio.wait({asking}, timeout=0.1)
+            finally:
+                asking.cancel()
+                await asyncio.gather(asking, return_exceptions=True)
+            if not isinstance(asking.exception(), httpx.TransportError):
+                asking.result()  # an answer: the stage serves (anything else the request raised, raised here)
                 return
-            if time.monotonic() > deadline:
-                raise StageStartError(f"the stage did not answer GET /health within {seconds:g} s", log.tail())
             await asyncio.sleep(0.1)
 
 
