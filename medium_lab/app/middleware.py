@@ -37,7 +37,10 @@ class RequestIdMiddleware:
         status = 500
 
         async def send_with_id(message: Message) -> None:
-            # TODO 13: put the request id on every response, and note its status
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]  # the access line reports the status the client got
+                # TODO 13: put the request id on every response
             await send(message)
 
         try:

@@ -37,16 +37,15 @@ class RequestIdMiddleware:
         status = 500
 
         async def send_with_id(message: Message) -> None:
-            # BEGIN SOLUTION TODO 13: put the request id on every response, and note its status
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = message["status"]  # the access line reports the status the client got
+                # BEGIN SOLUTION TODO 13: put the request id on every response
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                # BEGIN STARTER
+                # END STARTER
+                # END SOLUTION
             await send(message)
-            # BEGIN STARTER
-            # await send(message)
-            # END STARTER
-            # END SOLUTION
 
         try:
             await self.app(scope, receive, send_with_id)
