@@ -185,6 +185,20 @@ def sensitivity(session: nox.Session) -> None:
 
 
 @nox.session
+def progression(session: nox.Session) -> None:
+    """The score ladder: `nox -s progression -- LAB [--step N] [--jobs N]` grades the starter with TODOs 1..k done.
+
+    For every k in the lab sheet's order; prints the ladder and fails when a TODO done in order raises the score
+    through no check that names it, or when a failed check's `look at` names no TODO still missing.
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    args = list(session.posargs)
+    if args and not args[0].startswith("-"):
+        args[:1] = ["--lab", args[0]]
+    session.run("python", "-m", "grader.progression", *args, env={"PYTHONPATH": str(ROOT)}, interrupt_timeout=30)
+
+
+@nox.session
 def grade_all(session: nox.Session) -> None:
     """Grade a class: `nox -s grade_all -- SUBMISSIONS --lab LAB [--jobs N] [--out DIR] [--format ...]`.
 
