@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
+import re
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -45,21 +47,42 @@ def _say(message: str) -> None:
 
 
 def _show(result: CheckResult) -> None:
-    print(reporters.progress_line(result), file=sys.stderr, flush=True)
+    print(reporters.progress(result), file=sys.stderr, flush=True)
 
 
-def _emit(report: Report, kind: str, output: Path | None) -> None:
-    rendered = reporters.render(report, kind)
+def _stdout_is_stderr() -> bool:
+    """Whether stdout goes where the progress went (one terminal, or nox's one pipe): the report is not repeated."""
+    try:
+        return os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # a captured stream has no file descriptor
+        return False
+
+
+def sheet_order(stage: Path) -> list[int]:
+    """The TODO numbers in the order the stage's lab sheet (its README.md's TODO table) lists them."""
+    try:
+        sheet = (stage / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return list(dict.fromkeys(int(number) for number in re.findall(r"^\| *(\d+) *\|", sheet, re.MULTILINE)))
+
+
+def _emit(report: Report, kind: str, output: Path | None, order: list[int]) -> None:
+    """The report, to `output` or stdout, unless stdout is where each result was just shown (a text report would
+    repeat it); then, on stderr after it, the line a student reads last (`reporters.next_step`)."""
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(rendered, encoding="utf-8")
+        output.write_text(reporters.render(report, kind), encoding="utf-8")
         _say(f"report written to {output}")
     else:
-        sys.stdout.write(rendered)
+        if report.error or kind != "text" or not _stdout_is_stderr():
+            sys.stdout.write(reporters.render(report, kind))
+            sys.stdout.flush()
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as file:
             file.write(reporters.markdown(report))
+    print(reporters.next_step(report, order), file=sys.stderr, flush=True)
 
 
 def _list(lab: Lab) -> int:
@@ -111,9 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab: Lab = args.lab or detect_lab(stage)
     if problem := stage_problem(stage):
         report = Report(str(args.path), lab, [], error=problem, log_tail="(the stage was not started)")
-        _say(f"cannot grade: {problem}")
         if args.format != "text" or args.output:
-            _emit(report, args.format, args.output)
+            _emit(report, args.format, args.output, [])
+        else:
+            _say(f"cannot grade: {problem}")
         return 2
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := [n for n in only if n not in REGISTRY and n not in checks.TOPICS]:
@@ -127,11 +151,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("interrupted; the stage was stopped")
         return INTERRUPTED
     report.stage = str(args.path)
-    if report.error:
-        _say(f"cannot grade: {report.error}")
-    _emit(report, args.format, args.output)
+    _emit(report, args.format, args.output, sheet_order(stage))
     return report.exit_code
 
 
+def _note_status(status: int) -> None:
+    """Write the exit status where GRADER_STATUS_FILE says: `nox -s grade` accepts 0, 1 and 2 from the grader,
+    so that nox does not present a partial grade as a crash, and exits with the status read here."""
+    if path := os.environ.get("GRADER_STATUS_FILE"):
+        Path(path).write_text(f"{status}\n", encoding="utf-8")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    status = 2
+    try:
+        status = main()
+    except SystemExit as exiting:  # argparse's usage errors
+        status = exiting.code if isinstance(exiting.code, int) else 2
+    finally:
+        _note_status(status)
+    sys.exit(status)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -29,6 +31,43 @@ def _headline(report: Report) -> str:
 def progress_line(result: CheckResult) -> str:
     """The line printed as each check finishes."""
     return f"{MARKS[result.status]} {_points(result):>5}  {result.check.id}: {result.check.title}"
+
+
+# "TODO 5", "TODO 5 and 7", "TODOs 3, 6 and 7": the numbers a hint or a skip reason names.
+_TODOS = re.compile(r"\bTODOs? (\d+(?:(?:, | and )\d+)*)")
+
+
+def named_todos(text: str) -> list[int]:
+    """The TODO numbers `text` names, in the order it names them."""
+    return [int(number) for found in _TODOS.findall(text) for number in re.findall(r"\d+", found)]
+
+
+def next_step(report: Report, order: Sequence[int] = ()) -> str:
+    """The line a student reads last: the score, what is left, and the TODO to start with.
+
+    That TODO is the first, in `order` (the lab sheet's; numeric order where it is silent), that a check not
+    passed names in its hint or skip reason; without one, the first check that failed.
+    """
+    if report.error:
+        return f"cannot grade: {report.error}"
+    left = [result for result in report.results if result.status != "passed"]
+    score = f"{report.score:g}/{report.max_score}"
+    if not left:
+        return f"{score}: every check passed"
+    named = {number for result in left for number in named_todos(f"{result.hint} {result.reason}")}
+    rank = {number: place for place, number in enumerate(order)}
+    todos = sorted(named, key=lambda number: (rank.get(number, len(rank)), number))
+    failed = [result for result in left if result.status == "failed"] or left
+    start = f"TODO {todos[0]}" if todos else f"check {failed[0].check.id}"
+    return f"{score}: {len(left)} check{'s' if len(left) > 1 else ''} to go, start with {start}"
+
+
+def progress(result: CheckResult) -> str:
+    """What the terminal shows as each check finishes: its line, and under it its feedback if it did not pass."""
+    lines = [progress_line(result)]
+    for line in result.feedback.splitlines():
+        lines.extend(textwrap.wrap(line, 110, initial_indent=" " * 11, subsequent_indent=" " * 15))
+    return "\n".join(lines)
 
 
 def text(report: Report) -> str:

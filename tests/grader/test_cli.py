@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.__main__ import _interruptible, main
+from grader import reporters
+from grader.__main__ import _interruptible, main, sheet_order
+from grader.core import Check, CheckResult, Report
 from tests.grader.stages.advanced import MINI
+from tests.support.services import unavailable
 from tests.support.stage import ROOT
+
+MEDIUM_STARTER = ROOT / "medium_lab"
+# Two checks the medium starter fails, whose hints name TODOs 5 and 7, and TODO 1.
+TWO_FAILURES = "api.query_shape,errors.validation_length"
 
 
 def _stage(tmp_path: Path, main_py: str) -> Path:
@@ -149,3 +156,84 @@ def test_an_interrupt_wins_even_when_a_library_loses_the_cancellation(how: signa
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(interrupted_soon())
     assert finished == [True]
+
+
+def _output_lines(completed: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in completed.stdout.splitlines() if line.strip()]
+
+
+def test_a_partial_grade_prints_each_result_once_and_ends_with_where_to_start() -> None:
+    """On one terminal (stdout and stderr together), each check's line appears once, with its feedback under it,
+    and the last line gives the score, the checks to go and the TODO to start with, in the sheet's order."""
+    command = [sys.executable, "-m", "grader", str(MEDIUM_STARTER), "--only", TWO_FAILURES]
+    completed = subprocess.run(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180, check=False
+    )
+    lines = _output_lines(completed)
+    assert completed.returncode == 1, completed.stdout
+    for check_id in TWO_FAILURES.split(","):
+        assert sum(f" {check_id}: " in line for line in lines) == 1, completed.stdout
+    assert "look at: TODO 1: app/models.py" in completed.stdout
+    assert lines[-1] == "0/4: 2 checks to go, start with TODO 1", completed.stdout
+
+
+def _result(check_id: str, status: str, hint: str = "", reason: str = "") -> CheckResult:
+    async def nothing(ctx: object) -> None:
+        return None
+
+    check = Check(check_id, f"The {check_id} statement.", 2, nothing)  # type: ignore[arg-type]
+    return CheckResult(check, status, 2.0 if status == "passed" else 0.0, hint=hint, reason=reason)  # type: ignore[arg-type]
+
+
+def test_the_last_line_starts_with_the_sheets_first_missing_todo() -> None:
+    """The TODO to start with is the first in the sheet's order that a check not passed names (a hint's
+    "TODO 5 and 7" names both); with none named, the first failed check; with none left, every check passed."""
+    results = [
+        _result("api.a", "passed"),
+        _result("api.b", "failed", hint="TODO 7: app/routes/agent.py"),
+        _result("api.c", "failed", hint="TODO 12 and 5: app/x.py"),
+        _result("api.d", "skipped", reason="needs api.c to pass first"),
+    ]
+    report = Report("x", "medium", results)
+    assert reporters.next_step(report) == "2/8: 3 checks to go, start with TODO 5"
+    assert reporters.next_step(report, [1, 12, 7, 5]) == "2/8: 3 checks to go, start with TODO 12"
+    unnamed = Report("x", "medium", [results[0], _result("api.e", "failed", hint="app/main.py: create_app")])
+    assert reporters.next_step(unnamed) == "2/4: 1 check to go, start with check api.e"
+    assert reporters.next_step(Report("x", "medium", results[:1])) == "2/2: every check passed"
+
+
+def test_the_sheet_order_is_read_from_the_stages_own_todo_table() -> None:
+    """The medium starter's sheet lists its TODOs in a table; the grader reads their order from it."""
+    order = sheet_order(MEDIUM_STARTER)
+    assert sorted(order) == list(range(1, 16)) and len(order) == 15
+
+
+def _nox(*args: str) -> subprocess.CompletedProcess[str]:
+    """`.venv/bin/nox` as the README's set-up gives it, outside this test run's own virtual environment."""
+    nox = ROOT / ".venv" / "bin" / "nox"
+    if not nox.is_file():
+        unavailable(f"{nox.relative_to(ROOT)} is missing (the README's set-up makes it)")
+    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "/.nox/" not in p)
+    return subprocess.run(
+        [str(nox), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_nox_grade_ends_a_partial_grade_with_the_graders_line_and_exit_1_not_a_crash() -> None:
+    """`nox -s grade` on a partial grade exits 1 with the grader's line last, no failed-command or failed-session
+    message from nox; a folder that is no stage still exits 2."""
+    partial = _nox("-s", "grade", "--", "medium_lab", "--only", TWO_FAILURES)
+    assert partial.returncode == 1, partial.stdout
+    assert _output_lines(partial)[-1] == "0/4: 2 checks to go, start with TODO 1", partial.stdout
+    assert "failed" not in "\n".join(line for line in partial.stdout.splitlines() if line.startswith("nox >"))
+    ungradable = _nox("-s", "grade", "--", "no_such_folder")
+    assert ungradable.returncode == 2, ungradable.stdout
+    assert _output_lines(ungradable)[-1].startswith("grader: cannot grade: no such folder"), ungradable.stdout
