@@ -19,6 +19,7 @@ from .checkpoints import open_checkpointer
 from .config import Settings, get_settings
 from .database import create_engine, migrate, session_factory
 from .dependencies import SettingsDep
+from .docs import DOCS_PATHS, install_docs
 from .error_handlers import install_error_handlers
 from .health import HealthChecker
 from .logging_config import configure_logging, get_logger
@@ -34,7 +35,7 @@ from .tasks import TaskManager
 from .tracing import create_tracer_provider, instrument_app
 
 logger = get_logger(__name__)
-UNLIMITED_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+UNLIMITED_PATHS = ("/", "/health", "/openapi.json", *DOCS_PATHS)
 # The groups of /docs, in the order a reader meets them: log in first, then ask the agent.
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Log in for a bearer token, and see who you are."},
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The course's LangGraph agent as a production service: auth, caching, rate limits, metrics.",
         debug=settings.debug,
         lifespan=lifespan,
+        docs_url=None,  # app/docs.py serves /docs and /redoc, without a CDN
+        redoc_url=None,
         openapi_tags=[tag for tag in OPENAPI_TAGS if tag["name"] != "monitoring" or settings.metrics_enabled],
     )
     app.state.settings, app.state.cache, app.state.metrics = settings, cache, app_metrics
@@ -133,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_enabled:
         app.include_router(metrics.router, prefix=settings.api_prefix)
     _add_service_routes(app)
+    install_docs(app)
     if provider is not None:
         instrument_app(app, provider)
     # Added innermost first: the request context runs first, so every response and log line has its id.

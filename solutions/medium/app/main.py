@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from .agent_service import AgentService
 from .config import Settings, get_settings
 from .dependencies import AgentDep, SettingsDep
+from .docs import DOCS_PATHS, install_docs
 from .error_handlers import install_error_handlers
 from .logging_config import configure_logging
 from .middleware import RateLimitMiddleware, RequestIdMiddleware
@@ -17,7 +18,7 @@ from .models import DependencyStatus, HealthResponse, RootInfo
 from .routes import agent
 from .tasks import TaskManager
 
-UNLIMITED_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+UNLIMITED_PATHS = ("/", "/health", "/openapi.json", *DOCS_PATHS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,11 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A LangGraph multi-agent workflow (supervisor, researcher with tools, writer) served by FastAPI.",
         debug=settings.debug,
         lifespan=lifespan,
+        docs_url=None,  # app/docs.py serves /docs and /redoc, without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(agent.router, prefix=settings.api_prefix)
     _add_service_routes(app)
+    install_docs(app)
     # Added last, so it runs first: every response, a 429 included, carries the request id.
     if settings.rate_limit_enabled:
         app.add_middleware(

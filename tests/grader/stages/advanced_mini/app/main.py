@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from . import errors
 from .config import Settings
+from .docs import serve_docs
 from .observability import REGISTRY, Observe, RateLimit, log, start_tracing
 from .security import UNAUTHORIZED, User, authenticate, create_token, user_for
 from .service import Service
@@ -57,7 +58,8 @@ def create_app() -> FastAPI:
         if tracing is not None:
             tracing.shutdown()
 
-    app = FastAPI(title="Grader test stage (advanced)", lifespan=lifespan)
+    app = FastAPI(title="Grader test stage (advanced)", lifespan=lifespan, docs_url=None, redoc_url=None)
+    serve_docs(app)
     app.state.settings = settings
     errors.install(app)
 
