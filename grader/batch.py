@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import checks as _checks  # noqa: F401 - registers every check, for the lab's total
-from . import reporters
+from . import reporters, similarity
 from .core import Check, CheckResult, Lab, Report, Status, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,7 +237,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 @contextmanager
-def _prepared(submission: Submission) -> Iterator[Path]:
+def prepared(submission: Submission) -> Iterator[Path]:
     """The stage folder to grade: the submission's own, or found in its unpacked zip (removed afterwards)."""
     if submission.path.is_dir():
         yield find_stage(submission.path)
@@ -254,7 +254,7 @@ def grade_one(submission: Submission, lab: Lab, out: Path, args: argparse.Namesp
     raw.unlink(missing_ok=True)
     try:
         with ExitStack() as stack:
-            stage = stack.enter_context(_prepared(submission))
+            stage = stack.enter_context(prepared(submission))
             command = [sys.executable, "-m", "grader", str(stage), "--lab", lab, "--format", "json"]
             command += ["--output", str(raw), "--start-timeout", f"{args.start_timeout:g}"]
             outcome = _run(command, log, args.timeout, batch)
@@ -426,10 +426,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     write_outputs(rows, args.out, args.format)
     shutil.rmtree(args.out / "raw", ignore_errors=True)
+    pairs = similarity.class_report(args.submissions, args.lab, args.out)
     print(summary(rows), end="")
     print(
         f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'feedback'}; chart: {args.out / 'summary.png'}"
     )
+    print(f"similarity: {len(pairs)} pair(s) to look at in {args.out / 'similarity.md'}")
     return 0
 
 

@@ -28,7 +28,9 @@ def test_named_todos_reads_every_form_the_hints_use(hint: str, expected: set[int
 
 def _step(done: tuple[int, ...], **outcomes: tuple[str, float, set[int]]) -> Step:
     step = Step(done, max_score=4)
-    step.outcomes = {cid: Outcome(status, points, frozenset(todos)) for cid, (status, points, todos) in outcomes.items()}
+    step.outcomes = {
+        cid: Outcome(status, points, frozenset(todos)) for cid, (status, points, todos) in outcomes.items()
+    }
     step.score = sum(outcome.points for outcome in step.outcomes.values())
     return step
 
