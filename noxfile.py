@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -34,10 +36,21 @@ def _stage(session: nox.Session) -> Path:
     return stage
 
 
-def _uvicorn(session: nox.Session, stage: Path, *extra: str) -> None:
+def _uvicorn(session: nox.Session, stage: Path, *extra: str, port: int = 8000) -> None:
     session.install("-r", str(stage / "requirements.txt"))
     session.chdir(stage)
-    session.run("uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "8000", *extra)
+    session.run("uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *extra)
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (with SO_REUSEADDR, as uvicorn binds)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @nox.session
@@ -75,9 +88,22 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def serve(session: nox.Session) -> None:
-    """Run any stage on http://127.0.0.1:8000: `nox -s serve -- PATH` (a lab, a solution, a student's copy)."""
+    """Run any stage on http://127.0.0.1:8000: `nox -s serve -- PATH [--port N]` (a lab, a solution, a copy).
+
+    Any other option after PATH goes to uvicorn (for example --reload). A port that is taken is refused at once.
+    """
     stage = _stage(session)
-    _uvicorn(session, stage, *session.posargs[1:])
+    options = argparse.ArgumentParser(prog="nox -s serve -- PATH", add_help=False)
+    options.add_argument("--port", type=int, default=8000)
+    chosen, extra = options.parse_known_args(session.posargs[1:])
+    if not _port_is_free(chosen.port):
+        other = 8001 if chosen.port == 8000 else chosen.port + 1
+        session.error(
+            f"port {chosen.port} on 127.0.0.1 is taken, perhaps by an earlier serve: pick another with "
+            f"`.venv/bin/nox -s serve -- {session.posargs[0]} --port {other}`, or stop the server on it"
+        )
+    session.log("Serving %s on http://127.0.0.1:%d/docs; stop with Ctrl+C", session.posargs[0], chosen.port)
+    _uvicorn(session, stage, *extra, port=chosen.port)
 
 
 @nox.session

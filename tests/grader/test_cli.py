@@ -18,7 +18,6 @@ from grader import reporters
 from grader.__main__ import _interruptible, main, sheet_order
 from grader.core import Check, CheckResult, Report
 from tests.grader.stages.advanced import MINI
-from tests.support.services import unavailable
 from tests.support.stage import ROOT
 
 MEDIUM_STARTER = ROOT / "medium_lab"
@@ -206,34 +205,3 @@ def test_the_sheet_order_is_read_from_the_stages_own_todo_table() -> None:
     """The medium starter's sheet lists its TODOs in a table; the grader reads their order from it."""
     order = sheet_order(MEDIUM_STARTER)
     assert sorted(order) == list(range(1, 16)) and len(order) == 15
-
-
-def _nox(*args: str) -> subprocess.CompletedProcess[str]:
-    """`.venv/bin/nox` as the README's set-up gives it, outside this test run's own virtual environment."""
-    nox = ROOT / ".venv" / "bin" / "nox"
-    if not nox.is_file():
-        unavailable(f"{nox.relative_to(ROOT)} is missing (the README's set-up makes it)")
-    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "/.nox/" not in p)
-    return subprocess.run(
-        [str(nox), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
-def test_nox_grade_ends_a_partial_grade_with_the_graders_line_and_exit_1_not_a_crash() -> None:
-    """`nox -s grade` on a partial grade exits 1 with the grader's line last, no failed-command or failed-session
-    message from nox; a folder that is no stage still exits 2."""
-    partial = _nox("-s", "grade", "--", "medium_lab", "--only", TWO_FAILURES)
-    assert partial.returncode == 1, partial.stdout
-    assert _output_lines(partial)[-1] == "0/4: 2 checks to go, start with TODO 1", partial.stdout
-    assert "failed" not in "\n".join(line for line in partial.stdout.splitlines() if line.startswith("nox >"))
-    ungradable = _nox("-s", "grade", "--", "no_such_folder")
-    assert ungradable.returncode == 2, ungradable.stdout
-    assert _output_lines(ungradable)[-1].startswith("grader: cannot grade: no such folder"), ungradable.stdout
