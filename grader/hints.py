@@ -19,7 +19,7 @@ def advanced_todo(number: str, where: str) -> Hint:
 
 # Both labs: the service
 SERVICE_ROUTES = "app/main.py: the / and /health routes (RootInfo, HealthResponse in app/models.py)"
-DOCS = "app/main.py: create_app (FastAPI's docs_url and openapi_url)"
+DOCS = "app/docs.py: install_docs, called by create_app in app/main.py (the pages and their /docs-assets)"
 OPENAPI_ROUTES = "app/routes/agent.py: the router's endpoints (each registered and included in the schema)"
 ERROR_DOCS = "app/routes/agent.py: each route's `responses=` (an ErrorResponse for 404, 422, 429, 502, 504)"
 MODEL_EXAMPLES = medium_todo("15", "app/models.py: each model's example (_examples)")

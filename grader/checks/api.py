@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
 
 from .. import hints
 from ..context import DEMO_USERS, LOGIN_PATH, Context
@@ -23,6 +27,14 @@ ENDPOINTS = [
 ]
 ADVANCED_ENDPOINTS = [("post", "/api/v1/auth/login"), ("get", "/api/v1/auth/me")]
 FRAMEWORK_SCHEMAS = ("HTTPValidationError", "ValidationError")
+# Each docs page, and what it must load to be more than a blank page.
+DOCS_PAGES = {"/docs": ("script", "stylesheet"), "/redoc": ("script",)}
+ASSET_TYPES = {"script": ("javascript", "a JavaScript content type"), "stylesheet": ("text/css", "text/css")}
+FROM_A_CDN = (
+    "FastAPI's default pages load Swagger UI and ReDoc from a CDN: without internet the browser shows a blank "
+    "page. Serve them from the app (docs_url=None, redoc_url=None, then get_swagger_ui_html and get_redoc_html "
+    "with local *_js_url and *_css_url, and the assets mounted)"
+)
 NO_USAGE = "the model calls' usage is not counted (a usage callback, e.g. UsageMetadataCallbackHandler)"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 QUERY_RESPONSE: Rules = {
@@ -69,12 +81,58 @@ async def health_dependencies(ctx: Context) -> None:
         that(not problems, f"dependencies.{name} up, with latency_ms and detail", f"{entry} ({'; '.join(problems)})")
 
 
+class _PageAssets(HTMLParser):
+    """The scripts and stylesheets an HTML page loads, as (kind, URL) in the page's order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "script" and attributes.get("src"):
+            self.assets.append(("script", attributes["src"]))
+        elif tag == "link" and "stylesheet" in attributes.get("rel", "").lower().split() and attributes.get("href"):
+            self.assets.append(("stylesheet", attributes["href"]))
+
+
+def _page_assets(page: httpx.Response) -> list[tuple[str, str]]:
+    """Each script and stylesheet of the page, by kind and absolute URL (http and https ones only)."""
+    parser = _PageAssets()
+    parser.feed(page.text)
+    found = [(kind, urljoin(str(page.url), url)) for kind, url in parser.assets]
+    return [(kind, url) for kind, url in found if urlsplit(url).scheme in ("http", "https")]
+
+
 @check(1, public=True, hint=hints.DOCS)
 async def docs(ctx: Context) -> None:
-    """GET /docs serves the interactive API documentation."""
-    response = await ctx.anon.get("/docs")
-    status(response, 200)
-    that("text/html" in response.headers.get("content-type", ""), "an HTML page", show(response))
+    """GET /docs and /redoc work offline: every script and stylesheet they load is served by the service."""
+    for page, needed in DOCS_PAGES.items():
+        response = await ctx.anon.get(page)
+        status(response, 200)
+        that("text/html" in response.headers.get("content-type", ""), f"{page} as an HTML page", show(response))
+        assets = _page_assets(response)
+        here = urlsplit(str(response.url)).netloc
+        elsewhere = [url for _, url in assets if urlsplit(url).netloc != here]
+        that(
+            not elsewhere,
+            f"{page} loading its scripts and stylesheets from the service itself (offline, nothing else loads)",
+            f"{page} loads {', '.join(elsewhere)}",
+            cause=FROM_A_CDN,
+        )
+        kinds = {kind for kind, _ in assets}
+        missing = [kind for kind in needed if kind not in kinds]
+        that(not missing, f"{page} loading {' and '.join(needed)}", f"no {' and no '.join(missing)} in {page}'s HTML")
+        for kind, url in assets:
+            asset = await ctx.anon.get(url)
+            wanted, label = ASSET_TYPES[kind]
+            kind_served = asset.headers.get("content-type", "no content type").split(";")[0]
+            that(
+                asset.status_code == 200 and wanted in kind_served and asset.content,
+                f"{page}'s {kind} {urlsplit(url).path} answering 200 with {label}",
+                f"HTTP {asset.status_code} ({kind_served}), {len(asset.content)} bytes",
+                cause=f"{page} names a {kind} the service does not serve: is the folder of assets mounted there?",
+            )
 
 
 async def _openapi(ctx: Context) -> dict[str, Any]:
