@@ -64,6 +64,33 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def labtests(session: nox.Session) -> None:
+    """The lab's tests over a student's tree: `nox -s labtests -- medium_lab [PYTEST OPTIONS]`.
+
+    The reference tests of the tree's lab (the solution's `tests/`, read from there: the student works only in
+    their tree) run against the tree's own `app`, then the tree's own `tests/` if it has them. Tests of a TODO
+    not done yet fail; those that need redis-server or PostgreSQL skip without them.
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    here = Path(session.invoked_from)
+    if not session.posargs:
+        session.error("name your lab folder, for example: .venv/bin/nox -s labtests -- medium_lab")
+    tree = (here / session.posargs[0]).resolve()
+    if not (tree / "app" / "main.py").is_file():
+        session.error(f"{tree} is not a stage: it has no app/main.py")
+    session.install("-r", str(tree / "requirements.txt"))
+    lab = "advanced" if (tree / "app" / "auth.py").is_file() else "medium"  # as the grader tells the labs apart
+    env = {"PYTHONPATH": f"{tree}{os.pathsep}{ROOT}"}  # the tree's own `app`, and the shared test support
+    session.chdir(ROOT)  # the root's pytest settings
+    reference = ROOT / "solutions" / lab / "tests"
+    session.log("The %s lab's tests against %s", lab, tree)
+    session.run("pytest", str(reference), *session.posargs[1:], env=env)
+    if (tree / "tests").is_dir() and (tree / "tests").resolve() != reference:
+        session.log("Your own tests in %s", tree / "tests")
+        session.run("pytest", str(tree / "tests"), *session.posargs[1:], env=env)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) over everything, mypy --strict over each solution's app."""
     session.install("-r", DEV_REQUIREMENTS)
@@ -239,6 +266,19 @@ def grade_all(session: nox.Session) -> None:
     session.chdir(Path(session.invoked_from))
     # A long interrupt timeout lets the batch stop every grader and stage it started before nox gives up on it.
     session.run("python", "-m", "grader.batch", *session.posargs, env={"PYTHONPATH": str(ROOT)}, interrupt_timeout=40)
+
+
+@nox.session
+def handout(session: nox.Session) -> None:
+    """What a student receives: `nox -s handout -- LAB [--out DIR]` writes build/handout-LAB/ with no answer in it.
+
+    The starter and its sheet, CHECKS.md, the GitHub Classroom workflow, and the grader alone as a wheel.
+    """
+    args = list(session.posargs)
+    if args and not args[0].startswith("-"):
+        args[:1] = ["--lab", args[0]]
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("python", "-m", "grader.handout", *args, env={"PYTHONPATH": str(ROOT)})
 
 
 @nox.session

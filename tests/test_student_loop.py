@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -122,3 +124,53 @@ def test_nox_serve_runs_the_stage_on_the_port_given() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(serving.pid, signal.SIGKILL)
         stop(serving)
+
+
+SHEETS = [
+    ROOT / "medium_lab" / "README.md",
+    ROOT / "advanced_lab" / "README.md",
+    ROOT / "solutions" / "medium" / "README.md",
+    ROOT / "solutions" / "advanced" / "README.md",
+]
+
+
+def _student_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Working through a lab (students)", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("sheet", SHEETS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_each_sheet_gives_commands_as_the_readmes_set_up_makes_them(sheet: Path) -> None:
+    """Every nox command of a lab sheet is `.venv/bin/nox` (what the README's set-up installs), none runs pytest
+    by hand or sends the student into solutions/, and the sheet names the lab-tests session and --port."""
+    text = sheet.read_text()
+    bare = [line for line in text.splitlines() if re.search(r"(?<!\.venv/bin/)\bnox -s ", line)]
+    assert not bare, bare
+    assert "PYTHONPATH=" not in text and "pytest solutions/" not in text
+    assert re.search(r"\.venv/bin/nox -s labtests -- (medium_lab|advanced_lab|solutions/\w+)", text)
+    assert "--port" in text
+    if sheet.parent.name.endswith("_lab"):
+        assert "solutions/" not in text, "a student's sheet sends them into solutions/"
+
+
+def test_the_readmes_student_section_documents_serve_with_a_port_and_the_lab_tests() -> None:
+    """The README's student section gives `serve -- PATH --port N`, the lab tests and the grader, as .venv/bin/nox."""
+    section = _student_section()
+    assert ".venv/bin/nox -s serve -- medium_lab --port 8001" in section
+    assert ".venv/bin/nox -s labtests -- medium_lab" in section
+    assert ".venv/bin/nox -s grade -- medium_lab" in section
+    assert not re.search(r"(?<!\.venv/bin/)\bnox -s ", section)
+
+
+def test_nox_labtests_runs_the_labs_tests_against_the_students_own_tree(tmp_path: Path) -> None:
+    """`nox -s labtests -- medium_lab` imports the student's `app` (a TODO's failure is raised from medium_lab/,
+    never "No module named"), and a completed copy elsewhere passes every test."""
+    starter = _nox("-s", "labtests", "--", "medium_lab", "-x", "-q")
+    assert starter.returncode == 1, starter.stdout
+    assert "No module named" not in starter.stdout
+    assert re.search(r"^medium_lab/app/\S+\.py:\d+: ", starter.stdout, re.MULTILINE), starter.stdout
+    copy = tmp_path / "my_medium_lab"
+    shutil.copytree(ROOT / "solutions" / "medium", copy, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    completed = _nox("-s", "labtests", "--", str(copy), "-q")
+    assert completed.returncode == 0, completed.stdout[-4000:]
+    assert re.search(r"^\d+ passed", completed.stdout, re.MULTILINE), completed.stdout[-4000:]
