@@ -256,6 +256,20 @@ def progression(session: nox.Session) -> None:
 
 
 @nox.session
+def repeatability(session: nox.Session) -> None:
+    """Grade the same stages again and again: `nox -s repeatability [-- --times N] [STAGE ...]`.
+
+    Both solutions, the medium starter and two partial medium trees by default, 10 times each (3 in CI); fails
+    when any two grades of a stage differ in score or in any check's status.
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    times = "3" if os.environ.get("CI") == "true" else "10"
+    session.run(
+        "python", "-m", "grader.repeatability", "--times", times, *session.posargs, env={"PYTHONPATH": str(ROOT)}
+    )
+
+
+@nox.session
 def grade_all(session: nox.Session) -> None:
     """Grade a class: `nox -s grade_all -- SUBMISSIONS --lab LAB [--jobs N] [--out DIR] [--format ...]`.
 
