@@ -137,7 +137,7 @@ def _compose_services() -> list[str]:
     if context != d.CONTEXT or (context / api["build"].get("dockerfile", "Dockerfile")).resolve() != d.DOCKERFILE:
         problems.append(f"the api is not built from {d.DOCKERFILE.relative_to(d.ROOT)} in its own folder")
     env = d.environment(api)
-    if env.get("ENVIRONMENT") != "production" or not env.get("SECRET_KEY", "").startswith("${SECRET_KEY:?"):
+    if env.get("ENVIRONMENT") != "production" or env.get("SECRET_KEY") != "${SECRET_KEY:-}":
         problems.append("the api must run with ENVIRONMENT=production and a SECRET_KEY that has no default")
     if api.get("healthcheck", {}).get("test", [])[1:] != d.exec_form(stage, "HEALTHCHECK"):
         problems.append("the api's healthcheck differs from the image's HEALTHCHECK")

@@ -7,6 +7,7 @@ when it is missing or its recipe changed. `down` removes what the live tests lef
 `dockerd` that `up` started, and only that one. No registry is reachable here: see docker/README.md.
 """
 
+# ruff: noqa: S603, S607 - it runs fixed commands of docker, apt-get, debootstrap and pip, found on PATH
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,8 @@ def engine_answers() -> bool:
 
 def install_packages() -> None:
     """Debian's Docker Engine and debootstrap, where missing (root and apt-get only)."""
-    missing = [package for package, tool in (("docker.io", "dockerd"), ("debootstrap", "debootstrap")) if not shutil.which(tool)]
+    wanted = (("docker.io", "dockerd"), ("debootstrap", "debootstrap"))
+    missing = [package for package, tool in wanted if not shutil.which(tool)]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
