@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
-from .core import Lab
+from .core import OBSERVED, Lab
 from .profiles import Profile, Setup
 from .runner import StageLog
 
@@ -92,9 +92,17 @@ class Context:
         Checks that ask at the same time (`alongside` ones) share the one computation; one of them timing out
         does not cancel it for the others.
         """
+        if (observed := OBSERVED.get()) is not None:
+            observed.add(key)
         if key not in self._memo:
             self._memo[key] = asyncio.ensure_future(compute())
         return cast("T", await asyncio.shield(self._memo[key]))
+
+    def forget(self, keys: set[str]) -> None:
+        """Drop these finished observations, so that the next check to ask makes them again (a retry)."""
+        for key in keys:
+            if key in self._memo and self._memo[key].done():
+                del self._memo[key]
 
     def remember(self, key: str, value: object) -> None:
         self.notes[key] = value

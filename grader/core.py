@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ Lab = Literal["medium", "advanced"]
 Status = Literal["passed", "failed", "skipped"]
 BOTH_LABS: tuple[Lab, ...] = ("medium", "advanced")
 ADVANCED: tuple[Lab, ...] = ("advanced",)
-PROFILE_ORDER = ("main", "limits", "upstream", "redis_down", "restart", "image")
+PROFILE_ORDER = ("main", "limits", "upstream", "redis_down", "restart", "postgres", "postgres_restart", "image")
 LOGIN_CHECK = "auth.login"
 CheckFunction = Callable[["Context"], Awaitable[None]]
 Hint = str | Mapping[Lab, str]  # where to look: the same for both labs, or one per lab
@@ -48,9 +49,12 @@ class Check:
     timeout: float = 20.0
     hint: Hint = field(default="", compare=False)  # a per-lab mapping is not hashable
     public: bool = False  # needs no login in the advanced lab
-    # When its turn comes, runs while the checks after it do: for slow checks that time nothing and disturb no
-    # timing (the load test's Locust runs), so that they cost little wall time.
+    # In a profile whose checks run one after another: when its turn comes, runs while the checks after it do.
     alongside: bool = False
+    # Runs with nothing else of the grade running: it times the stage, or counts what the stage served.
+    alone: bool = False
+    # Timing-sensitive: a failure is tried once more before it counts; two tries that disagree mark it flaky.
+    retry: bool = False
 
     @property
     def module(self) -> str:
@@ -67,6 +71,8 @@ class Check:
 
 
 REGISTRY: dict[str, Check] = {}
+# The memo keys (`Context.memo`) the running check has read, so that its retry measures them again.
+OBSERVED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("observed", default=None)
 
 
 def check(
@@ -79,6 +85,8 @@ def check(
     hint: Hint = "",
     public: bool = False,
     alongside: bool = False,
+    alone: bool = False,
+    retry: bool = False,
 ) -> Callable[[CheckFunction], CheckFunction]:
     """Register an async check function as `<module>.<name>`; a bare name in `depends_on` means this module."""
 
@@ -88,7 +96,7 @@ def check(
         title = (function.__doc__ or check_id).strip().splitlines()[0]
         needs = tuple(name if "." in name else f"{module}.{name}" for name in depends_on)
         REGISTRY[check_id] = Check(
-            check_id, title, points, function, needs, labs, profile, timeout, hint, public, alongside
+            check_id, title, points, function, needs, labs, profile, timeout, hint, public, alongside, alone, retry
         )
         return function
 
@@ -108,6 +116,15 @@ class CheckResult:
     reason: str = ""  # why it was skipped
     hint: str = ""  # where to look, in the graded lab
     duration: float = 0.0
+    flaky: bool = False  # a timing-sensitive check whose two tries disagreed; this result is the second's
+    first_try: str = ""  # what the first try found, when it was retried
+
+    @property
+    def flaky_note(self) -> str:
+        """The line every report adds for a flaky check: what its first try found."""
+        if not self.flaky:
+            return ""
+        return f"flaky: the first try found otherwise ({self.first_try}); this is the retry's result"
 
     @property
     def feedback(self) -> str:
@@ -186,9 +203,33 @@ def skipped(check: Check, blocked: list[str]) -> CheckResult:
 
 
 async def run_check(check: Check, ctx: Context, results: dict[str, CheckResult]) -> CheckResult:
-    """Run one check under its timeout; skip it when a prerequisite did not pass. Never raises for the stage."""
+    """Run one check under its timeout; skip it when a prerequisite did not pass. Never raises for the stage.
+
+    A `retry` check that fails is run once more, on fresh observations (what it measured is measured again);
+    the second try's result counts, marked flaky when the two tries disagree.
+    """
     if blocked := blocked_by(check, ctx.lab, results):
         return skipped(check, blocked)
+    observed: set[str] = set()
+    token = OBSERVED.set(observed)
+    try:
+        first = await _try(check, ctx)
+        if not check.retry or first.status == "passed":
+            return first
+        forget = getattr(ctx, "forget", None)  # a Context; the run loop's own tests pass a bare stand-in
+        if forget is not None:
+            forget(observed)
+        second = await _try(check, ctx)
+    finally:
+        OBSERVED.reset(token)
+    second.duration += first.duration
+    if (second.status, second.points) != (first.status, first.points):
+        second.flaky = True
+        second.first_try = f"{first.status}, {first.points:g}/{check.points}: {first.observed or first.expected}"
+    return second
+
+
+async def _try(check: Check, ctx: Context) -> CheckResult:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(check.timeout):

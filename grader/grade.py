@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from typing import Any
 from .context import Context
 from .core import PROFILE_ORDER, Check, CheckResult, Lab, Report, blocked_by, run_check, skipped
 from .profiles import PROFILES, Profile, prepared
-from .runner import StageStartError, run_stage
+from .runner import ForkServer, StageStartError, run_stage, stage_env
 
 ADVANCED_FILES = ("app/auth.py", "app/routes/auth.py", "app/cache.py")
 Say = Callable[[str], None]
@@ -36,6 +39,54 @@ def detect_lab(stage: Path) -> Lab:
     return "advanced" if any((stage / name).is_file() for name in ADVANCED_FILES) else "medium"
 
 
+class Turns:
+    """Who may run now: any number of holders of one kind side by side, or one `exclusive` holder alone.
+
+    First come, first served: once a holder of another kind (or an exclusive one) waits, whoever asks after
+    it waits for it, so that it is never starved by a stream of shorter turns.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[tuple[str, bool, asyncio.Future[None]]] = collections.deque()
+        self._holders = 0
+        self._kind = ""
+        self._exclusive = False
+
+    @asynccontextmanager
+    async def turn(self, kind: str, *, exclusive: bool = False) -> AsyncIterator[None]:
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((kind, exclusive, granted))
+        self._grant()
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release()
+            self._grant()
+            raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._holders -= 1
+        self._exclusive = self._exclusive and self._holders > 0
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting:
+            kind, exclusive, granted = self._waiting[0]
+            if granted.done():  # its waiter was cancelled
+                self._waiting.popleft()
+                continue
+            if self._holders and (exclusive or self._exclusive or kind != self._kind):
+                return
+            self._waiting.popleft()
+            self._holders, self._kind, self._exclusive = self._holders + 1, kind, exclusive
+            granted.set_result(None)
+
+
 @dataclass
 class _Grading:
     """What every start of one grade shares: the stage, a data folder, a secret key, notes and results."""
@@ -49,45 +100,87 @@ class _Grading:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # the auth checks sign with it
     notes: dict[str, Any] = field(default_factory=dict)
     results: dict[str, CheckResult] = field(default_factory=dict)
+    server: ForkServer | None = None
+    starts: Turns = field(default_factory=Turns)  # starts load the machine: no `alone` check runs meanwhile
+    servers: dict[str, Turns] = field(default_factory=dict)  # per start: its checks, or one `alone` check
+    finished: dict[str, asyncio.Event] = field(default_factory=dict)  # one per check of the grade
 
     async def start(self, profile: Profile, stack: AsyncExitStack) -> Context:
-        """Start the stage with the profile; `stack` stops it (and closes what it used) when it closes."""
-        setup = await stack.enter_async_context(prepared(profile, self.secret_key, self.data, self.stage))
-        running = await stack.enter_async_context(
-            run_stage(self.stage, setup.env, start_timeout=self.start_timeout, command=setup.command)
-        )
-        self.say(f"the stage answers on {running.url} ({profile.name} profile: {profile.purpose})")
-        ctx = Context(self.stage, running.url, self.lab, profile, setup, running.log, self.notes)
-        stack.push_async_callback(ctx.aclose)
-        if not profile.image:  # the image's checks need no login, and its start is busy enough
-            await ctx.log_in_demo_users()
+        """Start the stage with the profile; `stack` stops it (and closes what it used) when it closes.
+
+        No `alone` check runs while a start loads the machine.
+        """
+        async with self.starts.turn("start"):
+            setup = await stack.enter_async_context(prepared(profile, self.secret_key, self.data, self.stage))
+            running = await stack.enter_async_context(
+                run_stage(
+                    self.stage,
+                    setup.env,
+                    start_timeout=self.start_timeout,
+                    command=setup.command,
+                    server=self.server,
+                )
+            )
+            self.say(f"the stage answers on {running.url} ({profile.name} profile: {profile.purpose})")
+            ctx = Context(self.stage, running.url, self.lab, profile, setup, running.log, self.notes)
+            stack.push_async_callback(ctx.aclose)
+            if not profile.image:  # the image's checks need no login, and its start is busy enough
+                await ctx.log_in_demo_users()
         return ctx
 
-    async def check(self, ctx: Context, batch: list[Check]) -> None:
-        """The batch's checks in order, except that an `alongside` check, once its turn comes and the checks it
-        needs are done, runs while the later ones do; a check that needs one waits for it."""
-        pending: dict[str, asyncio.Task[None]] = {}
+    async def check(self, ctx: Context, batch: list[Check], *, serial: bool = False) -> None:
+        """The batch's checks, each once the checks it needs are done: side by side, or with `serial` in order
+        (except that an `alongside` check, once its turn comes, runs while the later ones do)."""
+        pending: list[asyncio.Task[None]] = []
+        for check in batch:
+            self.finished.setdefault(check.id, asyncio.Event())
         try:
             for check in batch:
-                needed = [pending[name] for name in check.dependencies(ctx.lab) if name in pending]
-                if check.alongside:
-                    pending[check.id] = asyncio.create_task(self._after(needed, check, ctx))
-                else:
-                    await asyncio.gather(*needed)
-                    self.record(await run_check(check, ctx, self.results))
-            await asyncio.gather(*pending.values())
+                task = asyncio.create_task(self.run(check, ctx))
+                pending.append(task)
+                if serial and not check.alongside:
+                    await asyncio.shield(task)
+            await asyncio.gather(*pending)
         finally:
-            for task in pending.values():
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending.values(), return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _after(self, needed: list[asyncio.Task[None]], check: Check, ctx: Context) -> None:
-        await asyncio.gather(*needed)
-        self.record(await run_check(check, ctx, self.results))
+    async def run(self, check: Check, ctx: Context) -> None:
+        """One check, once the checks it needs (on any start) are done, in its turn."""
+        await self.needed(check)
+        server = self.servers.setdefault(getattr(getattr(ctx, "profile", None), "name", ""), Turns())
+        async with contextlib.AsyncExitStack() as turns:
+            if check.alone:  # nothing else on its server, and no start anywhere
+                await turns.enter_async_context(self.starts.turn("quiet"))
+            await turns.enter_async_context(server.turn("check", exclusive=check.alone))
+            result = await run_check(check, ctx, self.results)
+        self.record(result)
+
+    async def needed(self, check: Check) -> None:
+        for name in check.dependencies(self.lab):
+            if (event := self.finished.get(name)) is not None:
+                await event.wait()
 
     def record(self, result: CheckResult) -> None:
         self.results[result.check.id] = result
+        self.finished.setdefault(result.check.id, asyncio.Event()).set()
         self.show(result)
+
+
+@asynccontextmanager
+async def _fork_server(stage: Path, say: Say) -> AsyncIterator[ForkServer | None]:
+    """The stage's fork server for this grade (None: each start is a cold one); GRADER_FORK=0 turns it off."""
+    server = None
+    if os.environ.get("GRADER_FORK", "1") != "0":
+        server = await ForkServer.open(stage, stage_env({"PYTHONUNBUFFERED": "1"}))
+        if server is None:
+            say("starting each profile cold: the stage cannot be forked from one import of its libraries here")
+    try:
+        yield server
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.close)
 
 
 async def grade(
@@ -95,9 +188,11 @@ async def grade(
 ) -> Report:
     """Run `checks` against the stage; a first start that fails makes the report ungradable (exit 2).
 
-    The first profile's server runs alone (its checks time streaming and concurrency); the others are
-    started together once it has stopped, and checked one after the other; a `late` profile is started
-    once they answer, while they are checked.
+    Every profile is started at once (forked from one import of the stage's libraries), except one on
+    another start's database, which starts once that one has stopped. The checks of every start run side by
+    side, each once the checks it needs are done; an `alone` check (it times the stage or counts what it
+    served) runs with nothing else on its server and while no start loads the machine, and a `serial`
+    profile's checks run in order.
     """
     report = Report(str(stage), lab, [])
     started = time.perf_counter()
@@ -105,62 +200,49 @@ async def grade(
     names = [name for name, batch in batches.items() if batch]
     if not names:
         return report
-    first, *others = names
     with tempfile.TemporaryDirectory(prefix="grader-data-") as data:
         grading = _Grading(stage, lab, Path(data), start_timeout, say, show)
+        grading.finished = {check.id: asyncio.Event() for check in checks}
+        say(f"starting the stage, once per profile: {', '.join(names)}")
         try:
-            say(f"starting the stage ({first} profile)")
-            async with AsyncExitStack() as stack:
-                await grading.check(await grading.start(PROFILES[first], stack), batches[first])
-        except StageStartError as error:
+            async with _fork_server(stage, say) as grading.server:
+                await _check_profiles(grading, names, batches)
+        except* StageStartError as group:
+            error = group.exceptions[0]
+            assert isinstance(error, StageStartError)
             report.error, report.log_tail = f"the stage did not start: {error.message}", error.log_tail
-        else:
-            await _check_the_others(grading, others, batches)
     report.results = [grading.results[check.id] for check in checks if check.id in grading.results]
     report.duration = time.perf_counter() - started
     return report
 
 
-async def _check_the_others(grading: _Grading, names: list[str], batches: dict[str, list[Check]]) -> None:
-    # A profile whose every check would be skipped (a prerequisite failed on the first start) is not started.
-    names = [name for name in names if not _skip_all(grading, batches[name])]
-    if not names:
-        return
-    now, later = [n for n in names if not PROFILES[n].late], [n for n in names if PROFILES[n].late]
-    grading.say(f"starting the stage again, once per profile: {', '.join(now or later)}")
-    stacks = {name: AsyncExitStack() for name in names}
-    starting: dict[str, asyncio.Task[Context]] = {}
-    try:
-        started = await asyncio.gather(*(grading.start(PROFILES[n], stacks[n]) for n in now), return_exceptions=True)
-        if later and now:
-            grading.say(f"starting it for {', '.join(later)} while those are checked")
-        starting = {name: asyncio.create_task(grading.start(PROFILES[name], stacks[name])) for name in later}
-        for name, ctx in zip(now, started, strict=True):
-            await _check_started(grading, name, ctx, batches[name], stacks[name])
-        for name, task in starting.items():
-            ctx = (await asyncio.gather(task, return_exceptions=True))[0]
-            await _check_started(grading, name, ctx, batches[name], stacks[name])
-    finally:
-        for task in starting.values():
-            task.cancel()
-        await asyncio.gather(*starting.values(), return_exceptions=True)
-        for stack in stacks.values():
-            await stack.aclose()
+async def _check_profiles(grading: _Grading, names: list[str], batches: dict[str, list[Check]]) -> None:
+    """Start and check every profile; the first one's start failing ends the grade (StageStartError)."""
+    first = names[0]
+    done: dict[str, asyncio.Event] = {name: asyncio.Event() for name in names}
 
+    async def profile(name: str) -> None:
+        try:
+            if after := PROFILES[name].database:  # a restart: once the start whose database it takes has stopped
+                if after in done:
+                    await done[after].wait()
+                if _skip_all(grading, batches[name]):
+                    return
+            async with AsyncExitStack() as stack:
+                try:
+                    ctx = await grading.start(PROFILES[name], stack)
+                except StageStartError as error:
+                    if name == first:
+                        raise
+                    await _not_started(grading, name, error, batches[name])
+                    return
+                await grading.check(ctx, batches[name], serial=PROFILES[name].serial)
+        finally:
+            done[name].set()
 
-async def _check_started(
-    grading: _Grading, name: str, ctx: Context | BaseException, batch: list[Check], stack: AsyncExitStack
-) -> None:
-    """Check one profile's start, or say why each of its checks could not run; then stop it."""
-    if isinstance(ctx, StageStartError):
-        for check in batch:
-            blocked = blocked_by(check, grading.lab, grading.results)
-            grading.record(skipped(check, blocked) if blocked else _not_started(check, grading.lab, name, ctx))
-    elif isinstance(ctx, BaseException):
-        raise ctx
-    else:
-        await grading.check(ctx, batch)
-    await stack.aclose()
+    async with asyncio.TaskGroup() as group:
+        for name in names:
+            group.create_task(profile(name))
 
 
 def _skip_all(grading: _Grading, batch: list[Check]) -> bool:
@@ -175,8 +257,14 @@ def _skip_all(grading: _Grading, batch: list[Check]) -> bool:
     return True
 
 
-def _not_started(check: Check, lab: Lab, profile: str, error: StageStartError) -> CheckResult:
+async def _not_started(grading: _Grading, profile: str, error: StageStartError, batch: list[Check]) -> None:
+    """Each check of a profile whose start failed: skipped when a check it needs failed, else failed."""
     tail = " | ".join(error.log_tail.splitlines()[-4:])
     expected = f"the stage to start with the {profile} profile ({PROFILES[profile].purpose})"
     observed = f"{error.message}: {tail}" if tail else error.message
-    return CheckResult(check, "failed", 0.0, expected, observed, hint=check.hint_for(lab))
+    for check in batch:
+        await grading.needed(check)
+        if blocked := blocked_by(check, grading.lab, grading.results):
+            grading.record(skipped(check, blocked))
+        else:
+            grading.record(CheckResult(check, "failed", 0.0, expected, observed, hint=check.hint_for(grading.lab)))

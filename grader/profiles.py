@@ -10,13 +10,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import dockerfile
+from . import dockerfile, postgres
 from .runner import HOST, StageStartError, free_port, refusing_port
 
 # The offline model's latency in every profile but `limits`: small enough for a fast grade, large enough
 # that a streamed answer of ~28 tokens takes ~0.5 s, which a buffered response cannot fake.
-FIRST_TOKEN_DELAY_MS = 50
-TOKEN_DELAY_MS = 15
+FIRST_TOKEN_DELAY_MS = 30
+TOKEN_DELAY_MS = 8
 # The `limits` profile: a small rate limit with a window longer than a grade, and an agent that times out.
 RATE_LIMIT = 20
 RATE_LIMIT_WINDOW = 300
@@ -36,7 +36,10 @@ class Profile:
     collector: bool = False
     database: str = ""  # whose database folder to use: another profile's name, or its own when empty
     image: bool = False  # started as the stage's Dockerfile says (its CMD, with its ENV), not as uvicorn
-    late: bool = False  # started once the other profiles answer, so that its start overlaps their checks
+    serial: bool = False  # its checks run one after another: they count the requests the server gets
+    # DATABASE_URL names a throwaway database on GRADER_DATABASE_URL's PostgreSQL server (its own, or with
+    # `database` the other profile's); only a grade given a server has checks on such a profile.
+    postgres: bool = False
 
 
 PROFILES = {
@@ -50,6 +53,7 @@ PROFILES = {
             "AGENT_TIMEOUT_SECONDS": str(AGENT_TIMEOUT_SECONDS),
             "OFFLINE_LLM_FIRST_TOKEN_DELAY_MS": str(SLOW_FIRST_TOKEN_DELAY_MS),
         },
+        serial=True,
     ),
     "upstream": Profile("upstream", "LLM_PROVIDER=openai against a provider that always fails", failing_llm=True),
     "redis_down": Profile("redis_down", "REDIS_URL points at a port where no Redis listens", redis_down=True),
@@ -61,11 +65,15 @@ PROFILES = {
         collector=True,
         database="main",
     ),
+    "postgres": Profile("postgres", "DATABASE_URL on a throwaway database of the grader's PostgreSQL", postgres=True),
+    "postgres_restart": Profile(
+        "postgres_restart", "a restart on the postgres start's database", database="postgres", postgres=True
+    ),
     "image": Profile(
         "image",
         "the Dockerfile's CMD with its ENV and WORKERS, on the grader's HOST, PORT and settings",
         image=True,
-        late=True,
+        serial=True,
     ),
 }
 
@@ -132,7 +140,30 @@ async def prepared(profile: Profile, secret_key: str, data: Path, stage: Path) -
             setup.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = await stack.enter_async_context(local_http(_collect(setup)))
         if profile.redis_down:
             setup.env["REDIS_URL"] = f"redis://{HOST}:{stack.enter_context(refusing_port())}/0"
+        if profile.postgres:
+            setup.env["DATABASE_URL"] = await stack.enter_async_context(_postgres_database(profile, data))
         yield setup
+
+
+@asynccontextmanager
+async def _postgres_database(profile: Profile, data: Path) -> AsyncIterator[str]:
+    """The profile's database on the grader's PostgreSQL server, named after this grade's data folder: made
+    by the profile that owns it, dropped by the last start that uses it (a restart on it drops it)."""
+    server = postgres.server()
+    owner = profile.database or profile.name
+    name = postgres.database_name(data.name, owner)
+    shared = any(other.database == owner for other in PROFILES.values())
+    try:
+        url = postgres.with_database(server, name) if profile.database else await postgres.create(server, name)
+    except postgres.DatabaseServerError as error:
+        raise StageStartError(
+            f"the grader's PostgreSQL server ({postgres.SERVER_VARIABLE}) made no database: {error}", ""
+        ) from None
+    try:
+        yield url
+    finally:
+        if profile.database or not shared:
+            await postgres.drop(server, name)
 
 
 def _image_setup(stage: Path, settings: dict[str, str], folder: Path) -> Setup:

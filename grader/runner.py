@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
@@ -105,13 +108,158 @@ class StageLog:
         return "\n".join(parts) or "(the stage wrote nothing)"
 
 
+class Process(Protocol):
+    """What the runner needs of a stage's process: a Popen, or a child of the stage's fork server."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 @dataclass
 class RunningStage:
     """A started stage: where it answers, its process and its log."""
 
     url: str
-    process: subprocess.Popen[bytes]
+    process: Process
     log: StageLog
+
+
+FORKSERVER = Path(__file__).with_name("forkserver.py")
+# Run by path with `-c`, so that the stage's folder, not the grader's, is first on its import path (as with -m).
+_BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
+READY_SECONDS = 120.0
+
+
+class ForkServer:
+    """The grader's end of a stage's fork server (`forkserver.py`): one per grade, each start forked from it.
+
+    A start from it skips the import of the stage's libraries, the bulk of a cold start; the stage's own code
+    is imported in each start's process, with that start's settings. `None` from `open` (no fork on this
+    platform, or a library that makes forking unsafe): the runner starts each stage cold.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self._lock = threading.Lock()  # one request at a time: answers come in order
+        self._answers: list[dict[str, Any]] = []
+        self._answered = threading.Condition()
+        self._exits: dict[int, int] = {}
+        self._reader = threading.Thread(target=self._read, name="forkserver-reader", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    async def open(cls, stage: Path, env: dict[str, str]) -> ForkServer | None:
+        if not hasattr(os, "fork") or sys.platform == "darwin":  # macOS: forking after imports is not safe
+            return None
+        server = await asyncio.to_thread(cls._launch, stage, env)
+        ready = await asyncio.to_thread(server._answer, READY_SECONDS)
+        if not ready.get("safe"):
+            await asyncio.to_thread(server.close)
+            return None
+        return server
+
+    @classmethod
+    def _launch(cls, stage: Path, env: dict[str, str]) -> ForkServer:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter running our own script
+            [sys.executable, "-c", _BOOT, str(FORKSERVER)],
+            cwd=stage,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        return cls(process)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            with self._answered:
+                if "exited" in message:
+                    self._exits[int(message["exited"])] = int(message["code"])
+                else:
+                    self._answers.append(message)
+                self._answered.notify_all()
+        with self._answered:
+            self._answers.append({"error": "the fork server exited"})
+            self._answered.notify_all()
+
+    def _answer(self, seconds: float) -> dict[str, Any]:
+        with self._answered:
+            if not self._answered.wait_for(lambda: self._answers, timeout=seconds):
+                return {"error": f"the fork server did not answer within {seconds:g} s"}
+            return self._answers.pop(0)
+
+    def exit_code(self, pid: int, timeout: float | None = 0.0) -> int | None:
+        """The child's exit status once it has ended (waiting up to `timeout` seconds; None: forever)."""
+        with self._answered:
+            self._answered.wait_for(lambda: pid in self._exits or self.process.poll() is not None, timeout=timeout)
+            return self._exits.get(pid)
+
+    def fork(self, env: dict[str, str], log: StageLog) -> tuple[Forked, int]:
+        """A child serving the stage with `env`, its output in `log`'s files; and the port it listens on."""
+        request = {"env": env, "stdout": str(log.stdout), "stderr": str(log.stderr)}
+        with self._lock:
+            assert self.process.stdin is not None
+            try:
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                self.process.stdin.flush()
+            except OSError:
+                raise StageStartError("the fork server is gone", log.tail()) from None
+            answer = self._answer(READY_SECONDS)
+        if "pid" not in answer:
+            raise StageStartError(f"the fork server could not start the stage: {answer.get('error')}", log.tail())
+        return Forked(self, int(answer["pid"])), int(answer["port"])
+
+    def close(self) -> None:
+        """End the fork server (it kills any child left, which the grader has normally stopped already)."""
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Forked:
+    """A start forked by the fork server: signalled by pid, its exit status reported by the server."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.server.exit_code(self.pid, timeout)
+        if code is None:
+            if self.server.process.poll() is not None:  # the server died and took its children with it
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            raise subprocess.TimeoutExpired(["forked stage", str(self.pid)], timeout or 0.0)
+        self.returncode = code
+        return code
 
 
 def stage_env(settings: dict[str, str]) -> dict[str, str]:
@@ -122,27 +270,39 @@ def stage_env(settings: dict[str, str]) -> dict[str, str]:
 
 @asynccontextmanager
 async def run_stage(
-    stage: Path, settings: dict[str, str], *, start_timeout: float, command: list[str] | None = None
+    stage: Path,
+    settings: dict[str, str],
+    *,
+    start_timeout: float,
+    command: list[str] | None = None,
+    server: ForkServer | None = None,
 ) -> AsyncIterator[RunningStage]:
     """Start the stage with `settings`, wait until it answers GET /health, yield it, then stop it.
 
     By default the stage runs as `uvicorn app.main:app` on a loopback socket the grader opened for it. A
     `command` of its own (the image's) must serve on the PORT that `settings` give, and may start worker
     processes: they share its process group. Its output goes to files in a temporary folder, removed once the
-    stage has stopped.
+    stage has stopped. With a fork `server` (and no `command`), the uvicorn process is forked from it.
     """
     with tempfile.TemporaryDirectory(prefix="grader-log-") as temp:
         directory = Path(temp)
         log = StageLog(directory / "stdout.log", directory / "stderr.log")
         own = command is not None
-        held = None if own else _held_port()
-        with held or contextlib.nullcontext():
-            port, command = _serving(command, settings, held)
-            process = _spawn(command, stage, stage_env(settings), log, group=own, keep=held)
-        # Closed here: the stage has its own copy of the socket, so the port closes when the stage exits.
+        process: Process
+        if server is not None and not own:
+            # The server opens the listening socket, which only the child keeps: held from the start, too.
+            process, port = await asyncio.to_thread(server.fork, stage_env(settings), log)
+            queued = True
+        else:
+            held = None if own else _held_port()
+            with held or contextlib.nullcontext():
+                port, command = _serving(command, settings, held)
+                process = _spawn(command, stage, stage_env(settings), log, group=own, keep=held)
+            # Closed here: the stage has its own copy of the socket, so the port closes when the stage exits.
+            queued = held is not None
         try:
             url = f"http://{HOST}:{port}"
-            await _wait_until_answering(url, process, log, start_timeout, queued=held is not None)
+            await _wait_until_answering(url, process, log, start_timeout, queued=queued)
             log.ready_at = log.stdout.stat().st_size
             yield RunningStage(url, process, log)
         finally:
@@ -183,7 +343,7 @@ def _spawn(
 
 
 async def _wait_until_answering(
-    url: str, process: subprocess.Popen[bytes], log: StageLog, seconds: float, *, queued: bool = False
+    url: str, process: Process, log: StageLog, seconds: float, *, queued: bool = False
 ) -> None:
     """Any HTTP answer from /health means the server runs; whether it is healthy is a check's business.
 
@@ -214,7 +374,7 @@ async def _wait_until_answering(
             await asyncio.sleep(0.1)
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS, *, group: bool = False) -> None:
+def stop(process: Process, grace: float = STOP_GRACE_SECONDS, *, group: bool = False) -> None:
     """SIGTERM the process we started, SIGKILL it if it is still there after `grace` seconds.
 
     With `group` (a process started in a session of its own), whatever is left of its group afterwards (a

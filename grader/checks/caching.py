@@ -42,7 +42,7 @@ async def miss_then_hit(ctx: Context) -> None:
     ctx.remember("cached-query", query)
 
 
-@check(2, labs=ADVANCED, depends_on=("miss_then_hit", "metrics.names_types"), hint=hints.CACHE_HIT)
+@check(2, labs=ADVANCED, depends_on=("miss_then_hit", "metrics.names_types"), hint=hints.CACHE_HIT, alone=True)
 async def hit_skips_agent(ctx: Context) -> None:
     """A cache hit does not run the agent: agent_executions_total stays put (and a miss moves it by 1)."""
     before = (await scrape(ctx)).total("agent_executions_total")
@@ -73,7 +73,7 @@ async def key_covers_max_iterations(ctx: Context) -> None:
     that(state[0] != "HIT" and state[1] is not True, "not a hit", f"X-Cache {state[0]!r}, cached {state[1]!r}")
 
 
-@check(1, labs=ADVANCED, depends_on=("miss_then_hit", "metrics.names_types"), hint=hints.CACHE)
+@check(1, labs=ADVANCED, depends_on=("miss_then_hit", "metrics.names_types"), hint=hints.CACHE, alone=True)
 async def cache_metrics(ctx: Context) -> None:
     """cache_misses_total and cache_hits_total each move by 1 for a miss and then a hit."""
     query, before = _arithmetic(), await scrape(ctx)

@@ -87,7 +87,7 @@ async def sanitised(ctx: Context) -> None:
     that(saved == question, f"the question saved as {question!r}", f"saved as {saved!r}")
 
 
-@check(2, profile="limits", depends_on=("api.query_shape",), hint=hints.TIMEOUT)
+@check(2, profile="limits", depends_on=("api.query_shape",), hint=hints.TIMEOUT, retry=True)
 async def timeout(ctx: Context) -> None:
     """A run longer than AGENT_TIMEOUT_SECONDS answers 504 timeout (profile: 1 s timeout, 1.5 s model)."""
     response = await ctx.api.post(QUERY, json={"query": f"Hello [{nonce()}]"})
@@ -106,7 +106,7 @@ async def _stream_error(ctx: Context, code: str) -> None:
     that(found == code, f"the error event's metadata.code {code!r}", repr(found))
 
 
-@check(2, profile="limits", depends_on=("streaming.event_order",), hint=hints.TIMEOUT)
+@check(2, profile="limits", depends_on=("streaming.event_order",), hint=hints.TIMEOUT, retry=True)
 async def stream_timeout(ctx: Context) -> None:
     """A streamed run that times out ends with one error event whose metadata.code is timeout."""
     await _stream_error(ctx, "timeout")

@@ -123,7 +123,7 @@ def _cause(run: LocustRun) -> str:
     return "the locustfile raised (see its output)" if "Traceback" in output else ""
 
 
-@check(2, labs=ADVANCED, depends_on=("api.query_shape",), alongside=True, timeout=60, hint=hints.LOAD_RUN)
+@check(2, labs=ADVANCED, depends_on=("api.query_shape",), timeout=60, hint=hints.LOAD_RUN, retry=True)
 async def clean_run(ctx: Context) -> None:
     """The stage's locustfile, run with 2 users until they have logged in and asked, has no failure and exits 0."""
     run = (await _runs(ctx)).clean
@@ -134,7 +134,7 @@ async def clean_run(ctx: Context) -> None:
     that(run.exit_code == 0, "exit status 0 (no budget broken)", f"{run.exit_code}; output ends: {run.tail()}")
 
 
-@check(2, labs=ADVANCED, depends_on=("api.query_shape",), alongside=True, timeout=60, hint=hints.LOAD_BUDGET)
+@check(2, labs=ADVANCED, depends_on=("api.query_shape",), timeout=60, hint=hints.LOAD_BUDGET)
 async def budget_enforced(ctx: Context) -> None:
     """With LOAD_MAX_P95_MS=1, a budget no service meets, the run exits 1 and prints LOAD BUDGET FAILED: ...p95."""
     run = (await _runs(ctx)).over_budget

@@ -67,7 +67,7 @@ async def route_templates(ctx: Context) -> None:
     that(SESSION_TEMPLATE in templates, f'endpoint="{SESSION_TEMPLATE}"', f"endpoints {sorted(map(str, templates))}")
 
 
-@check(2, labs=ADVANCED, depends_on=("names_types",), hint=hints.AGENT_RUNS)
+@check(2, labs=ADVANCED, depends_on=("names_types",), hint=hints.AGENT_RUNS, alone=True)
 async def counters_move(ctx: Context) -> None:
     """Three GET / move http_requests_total by 3; one fresh query moves the agent's counter and histograms by 1."""
     before = await scrape(ctx)

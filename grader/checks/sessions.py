@@ -96,7 +96,7 @@ async def concurrent_turns(ctx: Context) -> None:
     that(len(kept) == 3 and body.get("message_count") == 6, "3 turns (6 messages)", f"{len(kept)} questions kept")
 
 
-@check(2, depends_on=("api.query_shape",), hint=hints.TASKS)
+@check(2, depends_on=("api.query_shape",), hint=hints.TASKS, retry=True)
 async def task_accepted(ctx: Context) -> None:
     """POST /api/v1/tasks answers 202 at once with task_id, status pending and status_url."""
     response = await ctx.api.post("/api/v1/tasks", json={"query": f"What is 12 * 7? [{nonce()}]"})

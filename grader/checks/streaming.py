@@ -75,7 +75,7 @@ async def done_metadata(ctx: Context) -> None:
     that(present, "metadata with execution_time and tokens_used", f"metadata {metadata}")
 
 
-@check(3, depends_on=("event_order",), hint=hints.REAL_STREAM)
+@check(3, depends_on=("event_order",), hint=hints.REAL_STREAM, retry=True)
 async def really_streams(ctx: Context) -> None:
     """Events are sent as they happen: the first token arrives well before the done event."""
     stream = await _greeting(ctx)
