@@ -18,14 +18,14 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import checks as _checks  # noqa: F401 - registers every check, for the lab's total
-from . import reporters, similarity
+from . import regrade, reporters, similarity
 from .core import Check, CheckResult, Lab, Report, Status, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ DEFAULT_JOBS = 2
 DEFAULT_TIMEOUT = 180.0
 STOP_GRACE_SECONDS = 15.0  # the grader itself gives its stage 10 s after SIGTERM
 FEEDBACK_SUFFIX = {"text": ".txt", "json": ".json", "gradescope": ".results.json", "junit": ".xml"}
-GRADEBOOK_COLUMNS = ("student", "score", "max", "status", "seconds", "failed_checks", "reason")
+GRADEBOOK_COLUMNS = ("student", "score", "max", "status", "seconds", "failed_checks", "skipped_checks", "reason")
 MOST_FAILED = 10
 IGNORED = ("__MACOSX", "__pycache__")
 
@@ -71,6 +71,10 @@ class Row:
         return [result.check.id for result in self.report.results if result.status == "failed"]
 
     @property
+    def skipped(self) -> list[str]:
+        return [result.check.id for result in self.report.results if result.status == "skipped"]
+
+    @property
     def reason(self) -> str:
         """Why it is ungradable, with the last line of the stage's log (often the exception), or the note."""
         if not self.report.error:
@@ -88,6 +92,7 @@ class Row:
             "status": self.status,
             "seconds": f"{self.seconds:.1f}",
             "failed_checks": ";".join(self.failed),
+            "skipped_checks": ";".join(self.skipped),
             "reason": self.reason,
         }
 
@@ -144,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"seconds per submission ({DEFAULT_TIMEOUT:g})"
     )
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds a stage has to answer (60)")
+    parser.add_argument("--previous", type=Path, help="an earlier gradebook.csv: report each student's changes")
     return parser
 
 
@@ -221,6 +227,7 @@ def report_from_json(document: dict[str, Any]) -> Report:
             if line.startswith("likely cause: "):
                 result.cause = line.removeprefix("likely cause: ")
         result.hint, result.duration = item.get("hint", ""), float(item.get("duration_seconds", 0.0))
+        result.flaky, result.first_try = bool(item.get("flaky", False)), str(item.get("first_try", ""))
         results.append(result)
     report = Report(document["stage"], document["lab"], results, error=document.get("error", ""))
     report.duration, report.log_tail = float(document.get("duration_seconds", 0.0)), document.get("log_tail", "")
@@ -393,29 +400,52 @@ def chart(rows: list[Row], path: Path) -> None:
     plt.close(figure)
 
 
+def progress(done: int, total: int, elapsed: float) -> str:
+    """`[n/N] elapsed 1:05, ETA 2:10`: the time left at the pace so far (jobs side by side included)."""
+    left = elapsed / done * (total - done) if done else 0.0
+    return f"[{done}/{total}] elapsed {_clock(elapsed)}, ETA {_clock(left)}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
 def grade_all(args: argparse.Namespace) -> list[Row]:
     """Grade every submission, `args.jobs` at a time; an interrupt stops every grader (and stage) started."""
     submissions = discover(args.submissions)
     batch = Batch()
     rows: dict[str, Row] = {}
     print(f"grading {len(submissions)} submissions as the {args.lab} lab, {args.jobs} at a time", file=sys.stderr)
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {pool.submit(grade_one, s, args.lab, args.out, args, batch): s for s in submissions}
         try:
-            for future in futures:
+            for future in as_completed(futures):
                 row = future.result()
                 rows[row.student] = row
-                print(f"  {row.student}: {row.cells()['score']}/{row.max_score} {row.status}", file=sys.stderr)
+                done = progress(len(rows), len(submissions), time.monotonic() - started)
+                print(f"  {done}  {row.student}: {row.cells()['score']}/{row.max_score} {row.status}", file=sys.stderr)
         except BaseException:
             batch.stop_all()
             raise
     return [rows[s.student] for s in submissions]
 
 
+def _check_ids(lab: Lab) -> list[str]:
+    return [check.id for check in select(lab)]
+
+
+def _statuses(row: Row, lab: Lab) -> dict[str, str]:
+    return regrade.statuses(_check_ids(lab), ";".join(row.failed), ";".join(row.skipped), not row.report.error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.submissions.is_dir():
         build_parser().error(f"no such folder: {args.submissions}")
+    if args.previous and not args.previous.is_file():
+        build_parser().error(f"no such gradebook: {args.previous}")
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the batch like Ctrl+C
     try:
         rows = grade_all(args)
@@ -424,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    before = regrade.read_gradebook(args.previous, _check_ids(args.lab)) if args.previous else None
     write_outputs(rows, args.out, args.format)
     shutil.rmtree(args.out / "raw", ignore_errors=True)
     pairs = similarity.class_report(args.submissions, args.lab, args.out)
@@ -432,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'feedback'}; chart: {args.out / 'summary.png'}"
     )
     print(f"similarity: {len(pairs)} pair(s) to look at in {args.out / 'similarity.md'}")
+    if before is not None:
+        after = {row.student: regrade.Entry(row.score, _statuses(row, args.lab)) for row in rows}
+        changes = regrade.compare(before[0], after)
+        print(regrade.summary(changes, before[1]), end="")
+        print(f"changes: {regrade.write(changes, args.out)}")
     return 0
 
 
