@@ -27,6 +27,7 @@ import keyword
 import re
 import sys
 import tokenize
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
@@ -241,7 +242,12 @@ def class_report(
     lab = next(lab for lab in starters.LABS if lab.name == lab_name)
     starter = starter_files(lab)
     with ExitStack() as stack:
-        stages = [(s.student, stack.enter_context(prepared(s))) for s in discover(submissions)]
+        stages = []
+        for submission in discover(submissions):
+            try:
+                stages.append((submission.student, stack.enter_context(prepared(submission))))
+            except (zipfile.BadZipFile, ValueError, OSError):  # the gradebook says why it was not graded
+                continue
         works = class_work(stages, lab, starter, reference=reference)
     return write_report(works, out, threshold=threshold, min_lines=min_lines, starter=starter)
 

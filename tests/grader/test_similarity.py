@@ -46,7 +46,7 @@ def _disguised(text: str) -> str:
 
 def _class(tmp_path: Path) -> Path:
     """alice did TODOs 1-8 with the solution's code; bob hands in alice's, disguised, as a zip; carol wrote TODOs
-    2 and 8 her own way; dave did nothing; erin hands in the reference solution."""
+    2 and 8 her own way; dave did nothing; erin hands in the reference solution; frank's zip is broken."""
     submissions = tmp_path / "submissions"
     alice = _write(starters.render(SOLUTION, only=set(range(9, 16))), submissions / "alice")
     bob = _write(starters.render(SOLUTION, only=set(range(9, 16))), tmp_path / "bob")
@@ -62,6 +62,7 @@ def _class(tmp_path: Path) -> Path:
         (carol / path).write_text(text.replace(placeholder, own, 1))
     _write(starters.render(SOLUTION), submissions / "dave")
     _write(starters.render(SOLUTION, only=set()), submissions / "erin")
+    (submissions / "frank.zip").write_bytes(b"not a zip file")  # the gradebook reports it; the comparison skips it
     assert (alice / "app" / "main.py").is_file()
     return submissions
 
