@@ -147,14 +147,14 @@ async def prepared(profile: Profile, secret_key: str, data: Path, stage: Path) -
 
 @asynccontextmanager
 async def _postgres_database(profile: Profile, data: Path) -> AsyncIterator[str]:
-    """The profile's database on the grader's PostgreSQL server, named after this grade's data folder: made
-    by the profile that owns it, dropped by the last start that uses it (a restart on it drops it)."""
+    """The profile's database on the grader's PostgreSQL server, named after this grade's data folder: made by
+    the first start that uses it, dropped by the start on another's database (a restart), or by its only one."""
     server = postgres.server()
     owner = profile.database or profile.name
     name = postgres.database_name(data.name, owner)
     shared = any(other.database == owner for other in PROFILES.values())
     try:
-        url = postgres.with_database(server, name) if profile.database else await postgres.create(server, name)
+        url = await postgres.create(server, name)
     except postgres.DatabaseServerError as error:
         raise StageStartError(
             f"the grader's PostgreSQL server ({postgres.SERVER_VARIABLE}) made no database: {error}", ""

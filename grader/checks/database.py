@@ -1,7 +1,9 @@
 """The database (advanced lab): Alembic's schema at its head revision, users and sessions kept as rows.
 
-The grader owns the graded start's SQLite file (DATABASE_URL points into its own folder), so it reads that
-file, read-only, the way an operator would inspect a service's state; it never imports the stage's code.
+The grader owns the graded start's database: a SQLite file in its own folder, or, when it is given a PostgreSQL
+server (GRADER_DATABASE_URL), also a throwaway database there, where the same checks and the checkpoints'
+restart run once more. It reads them read-only, the way an operator would inspect a service's state; it never
+imports the stage's code.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .. import hints
+from .. import hints, postgres
 from ..context import DEMO_USERS, Context
 from ..core import ADVANCED, Failure, check
 from ..expect import json_object, nonce, that
+from .sessions import ask, introduce
 
 SQLITE_URL = re.compile(r"^sqlite(\+\w+)?:///(?P<path>.+)$")
 BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
@@ -25,9 +28,11 @@ VERSIONS = Path("migrations") / "versions"
 ROW_WAIT_SECONDS = 3.0
 
 
-def query(ctx: Context, sql: str, *parameters: str) -> list[tuple[Any, ...]]:
-    """Rows of a read-only query on the graded start's SQLite database (Failure when it cannot be read)."""
+async def query(ctx: Context, sql: str, *parameters: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query (`?` placeholders) on the graded start's database (Failure when unreadable)."""
     url = ctx.setup.env["DATABASE_URL"]
+    if postgres.is_postgres(url):
+        return await _postgres_query(url, sql, *parameters)
     match = SQLITE_URL.match(url)
     path = Path(match["path"]) if match else None
     if path is None or not path.is_file():
@@ -40,8 +45,21 @@ def query(ctx: Context, sql: str, *parameters: str) -> list[tuple[Any, ...]]:
         raise Failure(f"an answer to {sql!r}", f"{type(error).__name__}: {error}") from None
 
 
-def _tables(ctx: Context) -> set[str]:
-    return {str(row[0]) for row in query(ctx, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+async def _postgres_query(url: str, sql: str, *parameters: str) -> list[tuple[Any, ...]]:
+    import psycopg  # with the server the grader was given
+
+    try:
+        return await asyncio.to_thread(postgres.rows, url, sql, *parameters)
+    except psycopg.Error as error:
+        raise Failure(f"an answer to {sql!r}", f"{type(error).__name__}: {str(error).strip()}") from None
+
+
+async def _tables(ctx: Context) -> set[str]:
+    if postgres.is_postgres(ctx.setup.env["DATABASE_URL"]):
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {str(row[0]) for row in await query(ctx, sql)}
 
 
 def _assignment(node: ast.stmt) -> tuple[str, ast.expr] | None:
@@ -82,14 +100,14 @@ async def migrated(ctx: Context) -> None:
     except (OSError, SyntaxError, ValueError) as error:
         raise Failure("revisions readable in migrations/versions", f"{type(error).__name__}: {error}") from None
     that(expected, f"at least one revision in {VERSIONS.as_posix()}/", "none found")
-    tables = _tables(ctx)
+    tables = await _tables(ctx)
     that(
         "alembic_version" in tables,
         f"an alembic_version table holding {', '.join(sorted(expected))}",
         f"no alembic_version table (tables: {', '.join(sorted(tables)) or 'none'})",
         cause="the tables were made some other way (metadata.create_all): no migration will ever run on them",
     )
-    found = {str(row[0]) for row in query(ctx, "SELECT version_num FROM alembic_version")}
+    found = {str(row[0]) for row in await query(ctx, "SELECT version_num FROM alembic_version")}
     shown = ", ".join(sorted(found)) or "no revision"
     that(found == expected, f"alembic_version at {', '.join(sorted(expected))}", f"at {shown}")
 
@@ -97,14 +115,14 @@ async def migrated(ctx: Context) -> None:
 @check(1, labs=ADVANCED, public=True, hint=hints.DATABASE_USERS)
 async def users(ctx: Context) -> None:
     """The demo users are rows of the users table with bcrypt hashes, never the passwords; inactive is disabled."""
-    tables, cause = _tables(ctx), "the users live in the process's memory, not in the database"
+    tables, cause = await _tables(ctx), "the users live in the process's memory, not in the database"
     that(
         "users" in tables,
         "a users table (username, hashed_password, disabled)",
         f"tables: {sorted(tables)}",
         cause=cause,
     )
-    rows = query(ctx, "SELECT username, hashed_password, disabled FROM users")
+    rows = await query(ctx, "SELECT username, hashed_password, disabled FROM users")
     by_name = {str(row[0]): row for row in rows}
     missing = sorted(set(DEMO_USERS) - set(by_name))
     that(not missing, "rows for demo, alice and inactive", f"no row for {', '.join(missing)}")
@@ -124,7 +142,7 @@ async def _owners(ctx: Context, sessions: dict[str, str]) -> dict[str, str]:
     marks = ",".join("?" * len(sessions))
     rows: list[tuple[Any, ...]] = []
     for _ in range(int(ROW_WAIT_SECONDS / 0.1)):
-        rows = query(ctx, f"SELECT session_id, owner FROM sessions WHERE session_id IN ({marks})", *sessions)  # noqa: S608 - placeholders only
+        rows = await query(ctx, f"SELECT session_id, owner FROM sessions WHERE session_id IN ({marks})", *sessions)  # noqa: S608 - placeholders only
         if len(rows) == len(sessions):
             break
         await asyncio.sleep(0.1)
@@ -142,7 +160,46 @@ async def sessions(ctx: Context) -> None:
         json_object(await ctx.anon.post("/api/v1/query", json=request, headers=headers))
         json_object(await ctx.anon.get(f"/api/v1/session/{session_id}", headers=headers))  # read back: it exists
         started[session_id] = user
-    tables = _tables(ctx)
+    tables = await _tables(ctx)
     that("sessions" in tables, "a sessions table (session_id, owner, ...)", f"tables: {', '.join(sorted(tables))}")
     owners = await _owners(ctx, started)
     that(owners == started, f"rows with their owners: {started}", f"rows found: {owners or 'none'}")
+
+
+# With a PostgreSQL server (GRADER_DATABASE_URL), the same checks on a start whose DATABASE_URL is a throwaway
+# database there, and the checkpoints' restart on it: the path of TODO 24 and 29 that SQLite does not take.
+if postgres.server():
+
+    @check(2, labs=ADVANCED, public=True, profile="postgres", hint=hints.MIGRATIONS)
+    async def postgres_migrated(ctx: Context) -> None:
+        """On PostgreSQL too, the database is at the head revision of migrations/versions (Alembic's schema)."""
+        await migrated(ctx)
+
+    @check(1, labs=ADVANCED, public=True, profile="postgres", hint=hints.DATABASE_USERS)
+    async def postgres_users(ctx: Context) -> None:
+        """On PostgreSQL too, the demo users are rows of the users table with bcrypt hashes; inactive is disabled."""
+        await users(ctx)
+
+    @check(2, labs=ADVANCED, profile="postgres", depends_on=("api.query_shape",), hint=hints.DATABASE_SESSIONS)
+    async def postgres_sessions(ctx: Context) -> None:
+        """On PostgreSQL too, a session demo starts and one alice starts are rows of the sessions table."""
+        await sessions(ctx)
+
+    @check(2, labs=ADVANCED, profile="postgres", depends_on=("sessions.continuity",), hint=hints.CHECKPOINTS)
+    async def postgres_continuity(ctx: Context) -> None:
+        """On PostgreSQL, a second query with the same session_id remembers the first (checkpoints there)."""
+        session_id, name = await introduce(ctx)
+        answer = (await ask(ctx, "What is my name?", session_id))["response"]
+        that(name in answer, f"an answer naming {name}", repr(answer), cause="the checkpointer fails on PostgreSQL")
+        ctx.remember("postgres-session", (session_id, name))
+
+    @check(3, labs=ADVANCED, profile="postgres_restart", depends_on=("postgres_continuity",), hint=hints.CHECKPOINTS)
+    async def postgres_survives_restart(ctx: Context) -> None:
+        """On PostgreSQL, a conversation survives a restart: the session and the agent's memory are back."""
+        session_id, name = ctx.recall("postgres-session")
+        restarted = "sessions or checkpoints kept in the process's memory, not in PostgreSQL"
+        body = json_object(await ctx.api.get(f"/api/v1/session/{session_id}"), cause=restarted)
+        count = body.get("message_count")
+        that(count == 4, "the session's 4 messages", f"message_count {count!r}", cause=restarted)
+        answer = (await ask(ctx, "What is my name?", session_id))["response"]
+        that(name in answer, f"an answer that still knows {name}", repr(answer), cause=restarted)
