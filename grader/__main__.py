@@ -26,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m grader",
         description="Start a lab stage as a real uvicorn process, check it over HTTP, report points and feedback.",
-        epilog="Exit status: 0 every check passed, 1 some failed, 2 the stage could not be graded.",
+        epilog=(
+            "Exit status: 0 every check passed, 1 some failed, 2 the stage could not be graded. "
+            "With GRADER_DATABASE_URL naming a PostgreSQL server (postgresql://postgres@127.0.0.1:5432/postgres), "
+            "the advanced lab's database and checkpoint checks also run on a throwaway database made there."
+        ),
     )
     parser.add_argument("path", type=Path, nargs="?", help="the stage folder (with app/main.py)")
     parser.add_argument("--lab", choices=["medium", "advanced"], help="the lab to grade for (default: detected)")
