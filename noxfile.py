@@ -219,6 +219,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_grading(session: nox.Session) -> None:
+    """Grade each solution several times and print the medians of the grader's "graded in" against its goals.
+
+    `nox -s bench_grading -- --rounds 5 --stage solutions/medium --strict` (see tests/benchmarks/grading.py).
+    """
+    session.install("-r", DEV_REQUIREMENTS)
+    session.run("python", "-m", "tests.benchmarks.grading", *session.posargs, interrupt_timeout=30)
+
+
+@nox.session
 def load(session: nox.Session) -> None:
     """Run the advanced solution's locustfile headless for 20 s against a started solution, with its budgets.
 

@@ -128,9 +128,9 @@ class CheckResult:
 
     @property
     def feedback(self) -> str:
-        """The student-facing explanation: empty when passed."""
+        """The student-facing explanation: empty when passed (but for a flaky check's note)."""
         if self.status == "passed":
-            return ""
+            return self.flaky_note
         if self.status == "skipped":
             return f"skipped: {self.reason}"
         lines = [f"expected: {self.expected}", f"observed: {self.observed}"]
@@ -138,6 +138,8 @@ class CheckResult:
             lines.append(f"likely cause: {self.cause}")
         if self.hint:
             lines.append(f"look at: {self.hint}")
+        if self.flaky:
+            lines.append(self.flaky_note)
         return "\n".join(lines)
 
 

@@ -69,14 +69,17 @@ def preload(stage: Path) -> bool:
     return threading.active_count() == 1 and not any(name in sys.modules for name in NEVER)
 
 
+_ANSWERS = [1]  # the fd the answers go to: stdout's pipe, moved away from fd 1 so that nothing printed mixes in
+
+
 def _write(message: dict[str, Any]) -> None:
-    sys.__stdout__.write(json.dumps(message) + "\n")  # type: ignore[union-attr]
-    sys.__stdout__.flush()  # type: ignore[union-attr]
+    os.write(_ANSWERS[0], (json.dumps(message) + "\n").encode())
 
 
 def _child(request: dict[str, Any], listener: socket.socket) -> NoReturn:
     """In the forked child: become the stage's server process. Never returns to the fork server's loop."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.close(_ANSWERS[0])
     for name, fd in (("stdout", 1), ("stderr", 2)):
         target = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(target, fd)
@@ -108,6 +111,10 @@ def _reap(children: set[int]) -> None:
 def serve(stage: Path) -> None:
     """Preload, say whether forking is safe, then start a child per request until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the grader's to handle: it stops every start
+    _ANSWERS[0] = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # what a library prints at import goes nowhere, as the answers must stay JSON
+    os.close(null)
     safe = preload(stage)
     _write({"ready": True, "safe": safe})
     channel = sys.stdin.fileno()

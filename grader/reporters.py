@@ -28,9 +28,13 @@ def _headline(report: Report) -> str:
     )
 
 
+def _flaky(result: CheckResult) -> str:
+    return " (flaky)" if result.flaky else ""
+
+
 def progress_line(result: CheckResult) -> str:
     """The line printed as each check finishes."""
-    return f"{MARKS[result.status]} {_points(result):>5}  {result.check.id}: {result.check.title}"
+    return f"{MARKS[result.status]} {_points(result):>5}  {result.check.id}: {result.check.title}{_flaky(result)}"
 
 
 # "TODO 5", "TODO 5 and 7", "TODOs 3, 6 and 7": the numbers a hint or a skip reason names.
@@ -76,7 +80,8 @@ def text(report: Report) -> str:
         return f"Could not grade {report.stage}: {report.error}\n\nThe stage's log:\n{report.log_tail}\n"
     lines = [f"Grade of {_headline(report)}", "", "  result  points  check"]
     for result in report.results:
-        lines.append(f"  {MARKS[result.status]:<6}  {_points(result):>6}  {result.check.id}: {result.check.title}")
+        line = f"  {MARKS[result.status]:<6}  {_points(result):>6}  {result.check.id}: {result.check.title}"
+        lines.append(line + _flaky(result))
         for line in result.feedback.splitlines():
             lines.extend(textwrap.wrap(line, 110, initial_indent=" " * 18, subsequent_indent=" " * 22))
     lines += ["", f"Score: {report.score:g}/{report.max_score}"]
@@ -96,6 +101,8 @@ def _check_json(result: CheckResult) -> dict[str, Any]:
         "observed": result.observed,
         "hint": result.hint,
         "duration_seconds": round(result.duration, 3),
+        "flaky": result.flaky,
+        "first_try": result.first_try,
     }
 
 
@@ -127,6 +134,9 @@ def junit(report: Report) -> str:
             ET.SubElement(case, "failure", message=result.check.title).text = result.feedback
         elif result.status == "skipped":
             ET.SubElement(case, "skipped", message=result.reason)
+        if result.flaky:  # Maven Surefire's mark for a test whose rerun disagreed with its first run
+            kind = "flakyFailure" if result.status == "passed" else "rerunFailure"
+            ET.SubElement(case, kind, message=result.first_try).text = result.flaky_note
     if report.error:
         case = ET.SubElement(suite, "testcase", classname="grader", name="stage starts")
         ET.SubElement(case, "error", message=report.error).text = report.log_tail
@@ -148,6 +158,7 @@ def gradescope(report: Report) -> str:
             "status": "passed" if result.status == "passed" else "failed",
             "output": result.feedback or "passed",
             "visibility": "visible",
+            **({"extra_data": {"flaky": True}} if result.flaky else {}),
         }
         for result in report.results
     ]

@@ -229,6 +229,9 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._reader.join(timeout=STOP_GRACE_SECONDS)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 class Forked:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,7 @@ def graded(classroom: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     command += ["--out", str(out), "--timeout", "75", "--start-timeout", "120"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, result.stdout, time.monotonic() - started
+    return out, result.stdout + result.stderr, time.monotonic() - started
 
 
 def _gradebook(out: Path) -> dict[str, dict[str, str]]:
@@ -188,3 +189,13 @@ def test_interrupting_the_batch_stops_every_server_it_started(tmp_path: Path) ->
             process.kill()
             process.wait()
     assert not _processes_under(submissions)
+
+
+def test_the_batch_shows_its_progress_with_the_time_left(graded: tuple[Path, str, float]) -> None:
+    """As each submission is done, the batch prints n of N, the time elapsed and an estimate of the time left."""
+    _, printed, _ = graded
+    lines = re.findall(r"\[(\d)/6\] elapsed \d+:\d\d, ETA (\d+:\d\d)  (\w+): ", printed)
+    assert sorted(done for done, _, _ in lines) == [str(n) for n in range(1, 7)], printed[-2000:]
+    assert sorted(student for _, _, student in lines) == ["ada", "bob", "cleo", "dan", "eve", "fay"]
+    assert [eta for done, eta, _ in lines if done == "6"] == ["0:00"]
+    assert batch.progress(2, 8, 60.0) == "[2/8] elapsed 1:00, ETA 3:00"

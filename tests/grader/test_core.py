@@ -193,3 +193,87 @@ def test_an_alongside_check_runs_while_the_later_checks_do_and_is_waited_for() -
         "test.needs_slow": "passed",
         "test.needs_failing": "skipped",
     }
+
+
+def _context() -> Context:
+    """A real Context (its memo and forget) for a stage that is never asked: the checks below ask nothing."""
+    from grader.profiles import PROFILES, Setup
+    from grader.runner import StageLog
+
+    log = StageLog(Path("stdout.log"), Path("stderr.log"))
+    return Context(Path(), "http://127.0.0.1:9", "medium", PROFILES["main"], Setup({}), log)
+
+
+def test_a_timing_check_that_fails_is_retried_on_a_fresh_measurement_and_marked_flaky() -> None:
+    """A `retry` check that fails once is run again, measuring anew (not reusing the memo of the first try);
+    when the second try passes, it passes, marked flaky with what the first try saw. Two tries that fail
+    alike are one plain failure, and a check without `retry` is never run twice."""
+    measured: list[int] = []
+
+    async def measure(ctx: Context) -> int:
+        async def once() -> int:
+            measured.append(len(measured))
+            return len(measured)
+
+        return await ctx.memo("latency", once)
+
+    async def slow_then_fast(ctx: Context) -> None:
+        if await measure(ctx) == 1:
+            raise Failure("within 1 s", "1.5 s")
+
+    async def always_slow(ctx: Context) -> None:
+        await measure(ctx)
+        raise Failure("within 1 s", "2 s")
+
+    async def scenario() -> list[CheckResult]:
+        results = []
+        for function, retry in ((slow_then_fast, True), (always_slow, True), (always_slow, False)):
+            ctx = _context()
+            measured.clear()
+            results.append(await run_check(_check(function, retry=retry), ctx, {}))
+            results[-1].reason = str(len(measured))  # how many measurements the check made
+            await ctx.aclose()
+        return results
+
+    flaky, failed, once = asyncio.run(scenario())
+    assert (flaky.status, flaky.points, flaky.flaky, flaky.reason) == ("passed", 4.0, True, "2")
+    assert "failed, 0/4: 1.5 s" in flaky.first_try and flaky.feedback.startswith("flaky: the first try")
+    assert (failed.status, failed.flaky, failed.reason) == ("failed", False, "2")
+    assert (once.status, once.flaky, once.reason) == ("failed", False, "1")
+
+
+def test_checks_run_side_by_side_except_an_alone_one_which_runs_with_nothing_else() -> None:
+    """In a grade, the checks of a start overlap (each once what it needs is done); an `alone` check starts only
+    when the running ones have ended, and nothing starts while it runs."""
+    running: set[str] = set()
+    seen: dict[str, set[str]] = {}
+
+    def work(name: str, seconds: float) -> Any:
+        async def check(ctx: Context) -> None:
+            seen[name] = set(running)
+            running.add(name)
+            await asyncio.sleep(seconds)
+            seen[name] |= running - {name}
+            running.discard(name)
+
+        check.__name__ = name
+        return check
+
+    async def scenario() -> float:
+        batch = [
+            _check(work("first", 0.3)),
+            _check(work("second", 0.3)),
+            _check(work("timed", 0.3), alone=True),
+            _check(work("third", 0.3)),
+            _check(work("after", 0.1), depends_on=("test.third",)),
+        ]
+        grading = _Grading(Path(), "medium", Path(), 1.0, say=lambda _: None, show=lambda _: None)
+        started = asyncio.get_running_loop().time()
+        await grading.check(cast("Context", _Lab("medium")), batch)
+        return asyncio.get_running_loop().time() - started
+
+    seconds = asyncio.run(scenario())
+    assert seen["first"] >= {"second"} and seen["second"] >= {"first"}, seen  # side by side
+    assert seen["timed"] == set(), seen  # alone: nothing before it still ran, nothing started meanwhile
+    assert "timed" not in seen["third"] and seen["after"] == set(), seen  # "after" waited for "third"
+    assert seconds < 1.4  # 0.3 (first, second) + 0.3 (timed) + 0.3 (third) + 0.1 (after), not 5 in a row

@@ -103,3 +103,23 @@ def test_markdown_summary_has_a_row_per_check_and_details_for_failures(report: R
     assert markdown.startswith("### Grader: 3/8 for `stages/x` (medium lab)")
     assert markdown.count("\n| ") == 6  # header, separator, four checks
     assert markdown.count("<details>") == 3
+
+
+def test_every_writer_marks_a_check_whose_two_tries_disagreed_as_flaky(report: Report) -> None:
+    """A flaky check (retried, the tries disagreeing) is marked in the text, JSON, JUnit and Gradescope reports,
+    with what its first try found; the other checks carry no mark."""
+    flaky = report.results[0]
+    flaky.flaky, flaky.first_try = True, "failed, 0/2: p95 1.9 s"
+    assert "api.fine: The fine statement. (flaky)" in reporters.text(report)
+    assert "flaky: the first try found otherwise (failed, 0/2: p95 1.9 s)" in reporters.text(report)
+    assert reporters.text(report).count("(flaky)") == 1
+    checks = json.loads(reporters.to_json(report))["checks"]
+    assert [check["flaky"] for check in checks] == [True, False, False, False]
+    assert checks[0]["first_try"] == "failed, 0/2: p95 1.9 s"
+    written = ET.fromstring(reporters.junit(report))  # noqa: S314 - XML the grader wrote
+    case = written.find("testsuite/testcase[@name='api.fine']")
+    assert case is not None and case.find("flakyFailure") is not None and case.find("failure") is None
+    tests = json.loads(reporters.gradescope(report))["tests"]
+    assert tests[0]["extra_data"] == {"flaky": True} and "flaky" in tests[0]["output"]
+    assert "extra_data" not in tests[1] and "flaky" not in tests[1]["output"]
+    assert reporters.progress_line(flaky).endswith("(flaky)")

@@ -7,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from grader import runner
@@ -112,3 +113,66 @@ def test_the_redis_down_port_refuses_connections_and_cannot_be_taken() -> None:
         with socket.socket() as other, pytest.raises(OSError, match="in use") as taken:
             other.bind((runner.HOST, port))
         assert taken.value.errno == errno.EADDRINUSE
+
+
+# A stage that says whether a library it imports was there before it imported it, and what setting it got.
+WARM_STAGE = """
+import os
+import sys
+
+WARM = "colorsys" in sys.modules  # only a fork server's import of the stage's libraries has it here
+
+import colorsys  # noqa: E402
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = f"{WARM} {os.environ.get('GRADER_TEST_SETTING')} {os.getpid()}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_a_start_forked_from_the_fork_server_has_its_libraries_and_its_own_settings(tmp_path: Path) -> None:
+    """Forked starts find the stage's libraries imported already (a cold start does not), each serves with its
+    own settings in its own process, and each is stopped by the runner; a stage whose import fails is reported
+    as a start that exited."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    (tmp_path / "app" / "main.py").write_text(WARM_STAGE)
+
+    async def answer(server: runner.ForkServer | None, setting: str) -> tuple[str, int | None]:
+        async with runner.run_stage(tmp_path, {"GRADER_TEST_SETTING": setting}, start_timeout=60, server=server) as r:
+            async with httpx.AsyncClient(base_url=r.url) as client:
+                body = (await client.get("/")).text
+            process = r.process
+        return body, process.returncode
+
+    async def scenario() -> tuple[list[tuple[str, int | None]], tuple[str, int | None], str]:
+        server = await runner.ForkServer.open(tmp_path, runner.stage_env({}))
+        assert server is not None, "no fork server on this POSIX machine"
+        try:
+            forked = list(await asyncio.gather(answer(server, "one"), answer(server, "two")))
+            (tmp_path / "app" / "main.py").write_text("raise SystemExit('the stage refuses')\n")
+            try:
+                async with runner.run_stage(tmp_path, {}, start_timeout=60, server=server):
+                    pytest.fail("a stage that exits at import answered")
+            except runner.StageStartError as error:
+                failed = error.message
+        finally:
+            await asyncio.to_thread(server.close)
+        (tmp_path / "app" / "main.py").write_text(WARM_STAGE)
+        return forked, await answer(None, "cold"), failed
+
+    forked, cold, failed = asyncio.run(scenario())
+    (warm_one, setting_one, pid_one), (warm_two, setting_two, pid_two) = (body.split() for body, _ in forked)
+    assert (warm_one, setting_one, warm_two, setting_two) == ("True", "one", "True", "two")
+    assert pid_one != pid_two != str(os.getpid())
+    assert all(code in (0, -15) for _, code in forked), forked
+    assert cold[0].split()[:2] == ["False", "cold"]
+    assert "exited with code 1 before it answered" in failed
