@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from . import sandbox
+
 HOST = "127.0.0.1"
 _BACKLOG = 2048  # uvicorn's own default
 STOP_GRACE_SECONDS = 10.0
@@ -340,7 +342,7 @@ def _spawn(
     with open(log.stdout, "wb") as out, open(log.stderr, "wb") as err:
         # Our own interpreter with fixed arguments; the stage's code runs only inside that process (and, with
         # `group`, in the workers it starts, which stay in a process group of their own for stop() to end).
-        return subprocess.Popen(  # noqa: S603
+        return sandbox.Popen(  # contained: a private copy, its own environment and user, limits, no network
             command, cwd=stage, env=env, stdout=out, stderr=err, start_new_session=group, pass_fds=passed
         )
 
