@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Literal
 
 import httpx
 
+from . import sandbox
+
 if TYPE_CHECKING:
     from .context import Context
 
@@ -254,5 +256,7 @@ async def _try(check: Check, ctx: Context) -> CheckResult:
     else:
         result = CheckResult(check, "passed", float(check.points))
     result.hint = check.hint_for(ctx.lab) if result.status == "failed" else ""
+    if result.status == "failed" and (limit := sandbox.limit_broken(getattr(getattr(ctx, "log", None), "stderr", ""))):
+        result.cause = limit  # the sandbox stopped it, or refused it something: that is why it failed
     result.duration = time.perf_counter() - started
     return result

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sandbox
 from .context import Context
 from .core import PROFILE_ORDER, Check, CheckResult, Lab, Report, blocked_by, run_check, skipped
 from .profiles import PROFILES, Profile, prepared
@@ -172,7 +173,7 @@ class _Grading:
 async def _fork_server(stage: Path, say: Say) -> AsyncIterator[ForkServer | None]:
     """The stage's fork server for this grade (None: each start is a cold one); GRADER_FORK=0 turns it off."""
     server = None
-    if os.environ.get("GRADER_FORK", "1") != "0":
+    if os.environ.get("GRADER_FORK", "1") != "0" and not sandbox.enabled():  # its children are not contained
         server = await ForkServer.open(stage, stage_env({"PYTHONUNBUFFERED": "1"}))
         if server is None:
             say("starting each profile cold: the stage cannot be forked from one import of its libraries here")
