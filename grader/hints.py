@@ -22,34 +22,47 @@ SERVICE_ROUTES = "app/main.py: the / and /health routes (RootInfo, HealthRespons
 DOCS = "app/docs.py: install_docs, called by create_app in app/main.py (the pages and their /docs-assets)"
 OPENAPI_ROUTES = "app/routes/agent.py: the router's endpoints (each registered and included in the schema)"
 ERROR_DOCS = "app/routes/agent.py: each route's `responses=` (an ErrorResponse for 404, 422, 429, 502, 504)"
-MODEL_EXAMPLES = medium_todo("15", "app/models.py: each model's example (_examples)")
-QUERY = medium_todo("5 and 7", "app/agent_service.py: process_query, and app/routes/agent.py: query")
-TOKENS = medium_todo("3", "app/agent_service.py: _chunks (the writer's streamed messages become tokens)")
-MAX_ITERATIONS = medium_todo("4", "app/agent_service.py: _graph_events (recursion_limit from max_iterations)")
-REQUEST_ID = medium_todo("13", "app/middleware.py: RequestIdMiddleware (send_with_id)")
-STREAM = medium_todo("6", "app/agent_service.py: stream_query (start, tokens and steps, one done or error last)")
-REAL_STREAM = medium_todo("3 and 6", "app/agent_service.py: _chunks and stream_query (yield as the writer writes)")
-STREAM_FLAG = medium_todo("7", "app/routes/agent.py: query (the `stream: true` branch)")
+MODEL_EXAMPLES = medium_todo("14", "app/models.py: each model's example (_examples)")
+QUERY: Hint = {
+    "medium": "TODO 1: app/routes/agent.py: query (the JSON answer is the service's process_query)",
+    "advanced": "app/agent_service.py: process_query, and app/routes/agent.py: query",
+}
+TOKENS = medium_todo("2", "app/agent_service.py: _chunks (the writer's streamed messages become tokens)")
+MAX_ITERATIONS = medium_todo("3", "app/agent_service.py: _graph_events (recursion_limit from max_iterations)")
+REQUEST_ID = medium_todo("7", "app/middleware.py: RequestIdMiddleware (send_with_id)")
+STREAM = medium_todo("4", "app/agent_service.py: stream_query (start, tokens and steps, one done or error last)")
+REAL_STREAM = medium_todo("2 and 4", "app/agent_service.py: _chunks and stream_query (yield as the writer writes)")
+STREAM_FLAG = medium_todo("1", "app/routes/agent.py: query (the `stream: true` branch)")
 SESSIONS = "app/agent_service.py: the checkpointer's thread_id is the session id"
-SESSION_INFO = medium_todo("9", "app/agent_service.py: get_session_info (the messages from the checkpointer)")
+SESSION_INFO = medium_todo("5", "app/agent_service.py: get_session_info (the messages from the checkpointer)")
 SESSION_ROUTES = "app/routes/agent.py: get_session, list_sessions, delete_session"
 SESSION_DELETE = "app/agent_service.py: clear_session (delete the checkpoints too, not only the record)"
-SESSION_LOCK = medium_todo("8", "app/sessions.py: SessionStore.lock (one lock per session, shared by its requests)")
-TASKS = medium_todo("14", "app/routes/agent.py: create_task (start the run in the background, answer 202 at once)")
-ERROR_HANDLERS = medium_todo("12", "app/error_handlers.py: install_error_handlers")
-VALIDATION = medium_todo("1", "app/models.py: QueryRequest (the fields' limits and pattern)")
-SANITISE = medium_todo("2", "app/models.py: QueryRequest._sanitise (strip, remove control characters)")
-TIMEOUT = medium_todo("10", "app/agent_service.py: _graph_events (asyncio.timeout with AGENT_TIMEOUT_SECONDS)")
-UPSTREAM = "app/agent_service.py: _translate (a provider's errors become UpstreamError, 502)"
-CONCURRENCY = medium_todo(
-    "7 and 8", "app/agent_service.py and app/sessions.py: nothing blocking, no lock shared by all"
+SESSION_LOCK = medium_todo("6", "app/sessions.py: SessionStore.lock (one lock per session, shared by its requests)")
+TASKS = medium_todo("13", "app/routes/agent.py: create_task (start the run in the background, answer 202 at once)")
+ERROR_HANDLERS = medium_todo("11", "app/error_handlers.py: install_error_handlers")
+VALIDATION = medium_todo("9", "app/models.py: QueryRequest (the fields' limits and pattern)")
+SANITISE = medium_todo("10", "app/models.py: QueryRequest._sanitise (strip, remove control characters)")
+QUERY_BOUNDS = medium_todo(
+    "9 and 10", "app/models.py: QueryRequest.query (min_length, max_length), and _sanitise, which runs first"
 )
+TIMEOUT = medium_todo("12", "app/agent_service.py: _graph_events (asyncio.timeout with AGENT_TIMEOUT_SECONDS)")
+UPSTREAM = "app/agent_service.py: _translate (a provider's errors become UpstreamError, 502)"
+# The JSON 502 is an ErrorResponse only once the domain errors have their handler.
+UPSTREAM_ANSWER: Hint = {
+    "medium": f"TODO 11: app/error_handlers.py: install_error_handlers, and {UPSTREAM}",
+    "advanced": UPSTREAM,
+}
+CONCURRENCY: Hint = {
+    "medium": "TODO 1 and 6: app/routes/agent.py, app/agent_service.py and app/sessions.py: nothing blocking, "
+    "no lock shared by all",
+    "advanced": "app/agent_service.py and app/sessions.py: nothing blocking, no lock shared by all",
+}
 RATE_LIMIT: Hint = {
-    "medium": "TODO 11: app/middleware.py: RateLimitMiddleware._admit (a sliding window per client)",
+    "medium": "TODO 8: app/middleware.py: RateLimitMiddleware._admit (a sliding window per client)",
     "advanced": "TODO 16: app/rate_limit.py: RateLimiter.hit (one atomic step in Redis)",
 }
 RETRY_AFTER: Hint = {
-    "medium": "TODO 11: app/middleware.py: RateLimitMiddleware (429 with Retry-After)",
+    "medium": "TODO 8: app/middleware.py: RateLimitMiddleware._admit (its reset is the 429's Retry-After)",
     "advanced": "TODO 18: app/middleware.py: RateLimitMiddleware (429 with Retry-After)",
 }
 EXEMPT: Hint = {

@@ -46,7 +46,7 @@ async def _rejected(ctx: Context, cases: list[tuple[str, dict[str, Any]]]) -> No
         error_response(response, 422, "validation_error", cause=f"the request had {label}")
 
 
-@check(2, hint=hints.SANITISE)
+@check(2, hint=hints.QUERY_BOUNDS)
 async def validation_empty(ctx: Context) -> None:
     """An empty query, or one that is blank or control characters only, answers 422 validation_error."""
     cases = [("an empty query", ""), ("a blank query", " \n\t "), ("only control characters", "\x00\x07\x1b")]
@@ -54,7 +54,7 @@ async def validation_empty(ctx: Context) -> None:
     await _rejected(ctx, requests)
 
 
-@check(1, hint=hints.VALIDATION)
+@check(1, hint=hints.QUERY_BOUNDS)
 async def validation_length(ctx: Context) -> None:
     """A query over 4000 characters answers 422; 4000 characters (after stripping) are accepted."""
     await _rejected(ctx, [("4001 characters", {"json": {"query": "x" * 4001}})])
@@ -112,7 +112,7 @@ async def stream_timeout(ctx: Context) -> None:
     await _stream_error(ctx, "timeout")
 
 
-@check(2, profile="upstream", depends_on=("api.query_shape",), hint=hints.UPSTREAM)
+@check(2, profile="upstream", depends_on=("api.query_shape",), hint=hints.UPSTREAM_ANSWER)
 async def upstream(ctx: Context) -> None:
     """A failing LLM provider answers 502 upstream_error, with no traceback in the body."""
     response = await ctx.api.post(QUERY, json={"query": f"Hello [{nonce()}]"})

@@ -26,7 +26,7 @@ async def introduce(ctx: Context) -> tuple[str, str]:
     return str(body["session_id"]), name
 
 
-@check(3, depends_on=("api.query_shape",), hint=hints.SESSIONS)
+@check(3, depends_on=("api.tool_use",), hint=hints.SESSIONS)  # tool_use proves the writer's answer arrives
 async def continuity(ctx: Context) -> None:
     """A second query with the same session_id remembers the first ("My name is ..." then "What is my name?")."""
     session_id, name = await introduce(ctx)
@@ -63,7 +63,8 @@ async def list_sessions(ctx: Context) -> None:
     that(mine and mine[0].get("message_count") == 4, f"{session_id} listed with message_count 4", f"{mine}")
 
 
-@check(2, depends_on=("api.query_shape",), hint=hints.SESSION_ROUTES)
+# The GET after the DELETE must answer 404 not_found, which errors.unknown_session proves first.
+@check(2, depends_on=("api.query_shape", "errors.unknown_session"), hint=hints.SESSION_ROUTES)
 async def delete_session(ctx: Context) -> None:
     """DELETE /api/v1/session/{id} answers {session_id, deleted: true}; then GET answers 404."""
     session_id, name = await introduce(ctx)

@@ -73,19 +73,32 @@ class AgentService:
 
     async def process_query(self, request: QueryRequest) -> QueryResponse:
         """Run the agent to the end and return its answer (AgentRunError subclasses on failure)."""
-        # TODO 5: answer a query with a QueryResponse
-        raise AgentRunError("TODO 5: answer a query with a QueryResponse")
+        done: StreamChunk | None = None
+        async with contextlib.aclosing(self._run_events(request)) as events:
+            async for chunk in events:
+                done = chunk
+        if done is None or done.type != "done":
+            raise AgentRunError("The agent ended without an answer")
+        return QueryResponse(
+            response=done.content,
+            session_id=done.session_id,
+            execution_time=done.metadata["execution_time"],
+            tokens_used=done.metadata["tokens_used"],
+            metadata={
+                key: value for key, value in done.metadata.items() if key not in {"execution_time", "tokens_used"}
+            },
+        )
 
     async def stream_query(self, request: QueryRequest) -> AsyncGenerator[StreamChunk]:
         """Stream the run as start, token and step chunks, ending with exactly one done or error chunk."""
-        # TODO 6: stream a run, ending with exactly one done or error chunk
-        raise NotImplementedError("TODO 6: stream a run, ending with exactly one done or error chunk")
+        # TODO 4: stream the run's chunks, ending with exactly one done or error chunk
+        raise NotImplementedError("TODO 4: stream the run's chunks, ending with exactly one done or error chunk")
         yield  # never reached: a yield keeps this method an async generator
 
     async def get_session_info(self, session_id: str) -> SessionInfo:
         """The session with its messages, or SessionNotFoundError."""
         record = self._record(session_id)
-        # TODO 9: read the session's messages from the checkpointer
+        # TODO 5: the session's messages from the checkpointer, as ChatMessages
         chat: list[ChatMessage] = []
         return SessionInfo(**_summary(record).model_dump(), messages=chat)
 
@@ -158,12 +171,13 @@ class AgentService:
         queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
         config: RunnableConfig = {
             **_thread(run.session_id),
-            # TODO 4: bound the run's steps and count its tokens
+            "callbacks": [run.usage],  # sees every model call, and adds up its tokens (run.tokens_used)
+            # TODO 3: bound the run's steps by max_iterations
         }
 
         async def produce() -> None:
             try:
-                # TODO 10: give the run a deadline of AGENT_TIMEOUT_SECONDS
+                # TODO 12: give the run a deadline of AGENT_TIMEOUT_SECONDS
                 async with contextlib.nullcontext():
                     with contextlib.suppress(GraphRecursionError):  # a safety net: the graph stops itself first
                         turn = cast("AgentState", {"messages": [question]})
@@ -202,7 +216,7 @@ class AgentService:
         return StreamChunk(type="token", content=answer, session_id=run.session_id)
 
     def _chunks(self, mode: str, payload: Any, run: _Run) -> list[StreamChunk]:
-        # TODO 3: turn the writer's streamed messages into token chunks
+        # TODO 2: turn the writer's streamed messages into token chunks
         if mode == "messages":
             return []
         chunks = []

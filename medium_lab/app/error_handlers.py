@@ -61,4 +61,5 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into an ErrorResponse."""
-    # TODO 12: register the handlers that turn every error into an ErrorResponse
+    app.add_exception_handler(RequestValidationError, _validation_error)  # given: a 422 body names each problem
+    # TODO 11: register the handlers for the domain errors, HTTP errors and anything unexpected

@@ -34,7 +34,7 @@ _SESSION_EXAMPLE: dict[str, Any] = {
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
-    # TODO 15: give every model an example for the docs
+    # TODO 14: give every model an example for the docs
     return ConfigDict()
 
 
@@ -43,7 +43,7 @@ class QueryRequest(BaseModel):
 
     model_config = _examples({"query": "What is 12 * 7?", "session_id": "demo-session", "max_iterations": 5})
 
-    # TODO 1: bound the QueryRequest fields
+    # TODO 9: bound the QueryRequest fields
     query: str
     session_id: str | None = None
     stream: bool = False
@@ -53,7 +53,7 @@ class QueryRequest(BaseModel):
     @classmethod
     def _sanitise(cls, value: object) -> object:
         """Strip surrounding whitespace and remove control characters before the length checks."""
-        # TODO 2: sanitise the query before its length is checked
+        # TODO 10: sanitise the query before its length is checked
         return value
 
 

@@ -28,7 +28,7 @@ class SessionStore:
 
     def lock(self, session_id: str) -> asyncio.Lock:
         """The lock that serialises the turns of one session."""
-        # TODO 8: give each session one lock that all its requests share
+        # TODO 6: give each session one lock that all its requests share
         return asyncio.Lock()
 
     def forget_lock_if_unused(self, session_id: str) -> None:

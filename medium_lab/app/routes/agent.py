@@ -59,8 +59,8 @@ def _errors(*codes: int, json_beside_sse: bool = False) -> dict[int | str, dict[
 )
 async def query(body: QueryRequest, agent: AgentDep) -> Any:
     """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream."""
-    # TODO 7: answer POST /query as JSON, or as the stream when asked
-    raise NotImplementedError("TODO 7: answer POST /query as JSON, or as the stream when asked")
+    # TODO 1: answer POST /query as JSON, or as the SSE stream when asked
+    raise NotImplementedError("TODO 1: answer POST /query as JSON, or as the SSE stream when asked")
 
 
 def _event_stream(chunks: AsyncIterator[StreamChunk]) -> EventSourceResponse:
@@ -113,8 +113,8 @@ async def list_sessions(agent: AgentDep) -> SessionList:
 )
 async def create_task(body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep) -> TaskAccepted:
     """Run a query in the background; poll the returned status_url for its answer."""
-    # TODO 14: run the query in the background and answer 202 at once
-    raise NotImplementedError("TODO 14: run the query in the background and answer 202 at once")
+    # TODO 13: run the query in the background and answer 202 at once
+    raise NotImplementedError("TODO 13: run the query in the background and answer 202 at once")
 
 
 @router.get("/tasks/{task_id}", response_model=TaskStatus, responses=_errors(*_ANY, 404, 422))

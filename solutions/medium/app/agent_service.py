@@ -73,7 +73,6 @@ class AgentService:
 
     async def process_query(self, request: QueryRequest) -> QueryResponse:
         """Run the agent to the end and return its answer (AgentRunError subclasses on failure)."""
-        # BEGIN SOLUTION TODO 5: answer a query with a QueryResponse
         done: StreamChunk | None = None
         async with contextlib.aclosing(self._run_events(request)) as events:
             async for chunk in events:
@@ -89,14 +88,10 @@ class AgentService:
                 key: value for key, value in done.metadata.items() if key not in {"execution_time", "tokens_used"}
             },
         )
-        # BEGIN STARTER
-        # raise AgentRunError("TODO 5: answer a query with a QueryResponse")
-        # END STARTER
-        # END SOLUTION
 
     async def stream_query(self, request: QueryRequest) -> AsyncGenerator[StreamChunk]:
         """Stream the run as start, token and step chunks, ending with exactly one done or error chunk."""
-        # BEGIN SOLUTION TODO 6: stream a run, ending with exactly one done or error chunk
+        # BEGIN SOLUTION TODO 4: stream the run's chunks, ending with exactly one done or error chunk
         session_id = request.session_id or new_session_id()
         request = request.model_copy(update={"session_id": session_id})
         try:
@@ -114,7 +109,7 @@ class AgentService:
                 metadata={"code": "internal_error"},
             )
         # BEGIN STARTER
-        # raise NotImplementedError("TODO 6: stream a run, ending with exactly one done or error chunk")
+        # raise NotImplementedError("TODO 4: stream the run's chunks, ending with exactly one done or error chunk")
         # yield  # never reached: a yield keeps this method an async generator
         # END STARTER
         # END SOLUTION
@@ -122,7 +117,7 @@ class AgentService:
     async def get_session_info(self, session_id: str) -> SessionInfo:
         """The session with its messages, or SessionNotFoundError."""
         record = self._record(session_id)
-        # BEGIN SOLUTION TODO 9: read the session's messages from the checkpointer
+        # BEGIN SOLUTION TODO 5: the session's messages from the checkpointer, as ChatMessages
         messages = await self._conversation(session_id)
         chat = [
             ChatMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=m.text) for m in messages
@@ -202,9 +197,9 @@ class AgentService:
         queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
         config: RunnableConfig = {
             **_thread(run.session_id),
-            # BEGIN SOLUTION TODO 4: bound the run's steps and count its tokens
+            "callbacks": [run.usage],  # sees every model call, and adds up its tokens (run.tokens_used)
+            # BEGIN SOLUTION TODO 3: bound the run's steps by max_iterations
             "recursion_limit": max_iterations + 1,  # LangGraph counts the input step too
-            "callbacks": [run.usage],
             # BEGIN STARTER
             # END STARTER
             # END SOLUTION
@@ -212,7 +207,7 @@ class AgentService:
 
         async def produce() -> None:
             try:
-                # BEGIN SOLUTION TODO 10: give the run a deadline of AGENT_TIMEOUT_SECONDS
+                # BEGIN SOLUTION TODO 12: give the run a deadline of AGENT_TIMEOUT_SECONDS
                 async with asyncio.timeout(self.settings.agent_timeout_seconds):
                     # BEGIN STARTER
                     # async with contextlib.nullcontext():
@@ -255,7 +250,7 @@ class AgentService:
         return StreamChunk(type="token", content=answer, session_id=run.session_id)
 
     def _chunks(self, mode: str, payload: Any, run: _Run) -> list[StreamChunk]:
-        # BEGIN SOLUTION TODO 3: turn the writer's streamed messages into token chunks
+        # BEGIN SOLUTION TODO 2: turn the writer's streamed messages into token chunks
         if mode == "messages":
             message, metadata = payload
             if metadata.get("langgraph_node") == _ANSWER_NODE and message.text:

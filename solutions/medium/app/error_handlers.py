@@ -61,9 +61,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into an ErrorResponse."""
-    # BEGIN SOLUTION TODO 12: register the handlers that turn every error into an ErrorResponse
+    app.add_exception_handler(RequestValidationError, _validation_error)  # given: a 422 body names each problem
+    # BEGIN SOLUTION TODO 11: register the handlers for the domain errors, HTTP errors and anything unexpected
     app.add_exception_handler(AgentAPIError, _agent_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     # BEGIN STARTER

@@ -34,7 +34,7 @@ _SESSION_EXAMPLE: dict[str, Any] = {
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
-    # BEGIN SOLUTION TODO 15: give every model an example for the docs
+    # BEGIN SOLUTION TODO 14: give every model an example for the docs
     return ConfigDict(json_schema_extra={"examples": list(examples)})
     # BEGIN STARTER
     # return ConfigDict()
@@ -47,7 +47,7 @@ class QueryRequest(BaseModel):
 
     model_config = _examples({"query": "What is 12 * 7?", "session_id": "demo-session", "max_iterations": 5})
 
-    # BEGIN SOLUTION TODO 1: bound the QueryRequest fields
+    # BEGIN SOLUTION TODO 9: bound the QueryRequest fields
     query: str = Field(min_length=1, max_length=MAX_QUERY_LENGTH, description="The question, 1-4000 characters.")
     session_id: str | None = Field(
         default=None, pattern=SESSION_ID_PATTERN, description="Continue this session; absent: a new one."
@@ -66,7 +66,7 @@ class QueryRequest(BaseModel):
     @classmethod
     def _sanitise(cls, value: object) -> object:
         """Strip surrounding whitespace and remove control characters before the length checks."""
-        # BEGIN SOLUTION TODO 2: sanitise the query before its length is checked
+        # BEGIN SOLUTION TODO 10: sanitise the query before its length is checked
         return _CONTROL.sub("", value).strip() if isinstance(value, str) else value
         # BEGIN STARTER
         # return value

@@ -28,7 +28,7 @@ class SessionStore:
 
     def lock(self, session_id: str) -> asyncio.Lock:
         """The lock that serialises the turns of one session."""
-        # BEGIN SOLUTION TODO 8: give each session one lock that all its requests share
+        # BEGIN SOLUTION TODO 6: give each session one lock that all its requests share
         return self._locks.setdefault(session_id, asyncio.Lock())
         # BEGIN STARTER
         # return asyncio.Lock()

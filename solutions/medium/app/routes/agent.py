@@ -59,7 +59,7 @@ def _errors(*codes: int, json_beside_sse: bool = False) -> dict[int | str, dict[
 )
 async def query(body: QueryRequest, agent: AgentDep) -> Any:
     """Ask the agent a question; with `"stream": true` the answer comes as the same SSE stream as /query/stream."""
-    # BEGIN SOLUTION TODO 7: answer POST /query as JSON, or as the stream when asked
+    # BEGIN SOLUTION TODO 1: answer POST /query as JSON, or as the SSE stream when asked
     if body.stream:
         return _event_stream(agent.stream_query(body))
     return await agent.process_query(body)
@@ -116,7 +116,7 @@ async def list_sessions(agent: AgentDep) -> SessionList:
 )
 async def create_task(body: QueryRequest, agent: AgentDep, tasks: TasksDep, settings: SettingsDep) -> TaskAccepted:
     """Run a query in the background; poll the returned status_url for its answer."""
-    # BEGIN SOLUTION TODO 14: run the query in the background and answer 202 at once
+    # BEGIN SOLUTION TODO 13: run the query in the background and answer 202 at once
     task = tasks.submit(lambda: agent.process_query(body.model_copy(update={"stream": False})))
     return TaskAccepted(task_id=task.task_id, status_url=f"{settings.api_prefix}/tasks/{task.task_id}")
     # END SOLUTION
