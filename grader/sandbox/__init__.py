@@ -135,8 +135,10 @@ class Popen(subprocess.Popen[bytes]):
             "RLIMIT_CPU": chosen.cpu_seconds,
             "RLIMIT_CORE": 0,
         }
-        if self.lease is not None:  # counted per user: only a user of its own makes it the stage's limit
+        if self.lease is not None:  # counted per user: a user of its own makes it the stage's own limit
             rlimits["RLIMIT_NPROC"] = chosen.processes
+        elif os.geteuid() != 0:  # the grader's user: what it runs already, and the stage's share on top
+            rlimits["RLIMIT_NPROC"] = _tasks_of(os.getuid()) + chosen.processes
         return rlimits
 
     @property
@@ -263,6 +265,17 @@ class Popen(subprocess.Popen[bytes]):
             work.remove()
         if held := getattr(self, "lease", None):
             held.release()
+
+
+def _tasks_of(uid: int) -> int:
+    """How many processes and threads `uid` runs now (what RLIMIT_NPROC counts), from /proc."""
+    count = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+    return count
 
 
 def limit_broken(log: Path | str) -> str:

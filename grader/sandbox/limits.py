@@ -14,7 +14,7 @@ VARIABLE = "GRADER_LIMITS"
 @dataclass(frozen=True)
 class Limits:
     memory: int = GiB  # the control group's memory (resident and page cache), where there is one
-    address_space: int = 16 * GiB  # RLIMIT_AS: virtual, so far above `memory` (threads reserve a lot)
+    address_space: int = 4 * GiB  # RLIMIT_AS: virtual, so well above `memory` (the advanced lab's: ~1.2 GiB)
     processes: int = 512  # the pids control group, and RLIMIT_NPROC for the stage's own user
     open_files: int = 1024
     file_size: int = 256 * MiB

@@ -12,6 +12,8 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -199,6 +201,30 @@ def test_a_memory_hog_is_stopped_at_the_memory_limit(tmp_path: Path) -> None:
     assert "LEAKED" not in report.log_tail
     assert "the service used more than 256 MiB of memory" in report.log_tail, report.log_tail
     _assert_nothing_left(token)
+
+
+def test_a_limit_broken_during_a_check_is_named_in_its_feedback(tmp_path: Path) -> None:
+    """A stage killed for memory in the middle of a check fails it with the limit as the likely cause."""
+    _require(groups=True)
+    stage, token = _hostile("memory_on_request", tmp_path)
+    report = grade_stage(stage, "medium", ("api.root",))
+    assert report.error == ""
+    [result] = report.results
+    assert (result.check.id, result.status) == ("api.root", "failed")
+    assert result.cause == "the service used more than 256 MiB of memory", result.feedback
+    _assert_nothing_left(token)
+
+
+def test_where_a_layer_is_missing_one_line_says_which(tmp_path: Path) -> None:
+    """Without bubblewrap on PATH the grade still runs, and one line on stderr names the missing guarantees."""
+    stage, _ = _hostile("answers_everything", tmp_path)
+    env = {**os.environ, "PATH": "/nonexistent", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "grader", str(stage), "--lab", "medium", "--only", "api.health"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+    lines = [line for line in done.stderr.splitlines() if "containment is partial here" in line]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert "no namespaces (bubblewrap (bwrap) is not installed)" in lines[0]
 
 
 def test_a_disk_filler_is_stopped_at_the_disk_limit(tmp_path: Path) -> None:
