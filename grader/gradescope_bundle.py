@@ -24,29 +24,29 @@ def requirements(lab: str) -> str:
     """The pins installed by setup.sh: the lab's own requirements.txt, checked to hold what the grader imports,
     then the tools the grader runs for the lab (GRADER_TOOLS) with their dependencies, pinned as in the dev pins."""
     text = (ROOT / f"solutions/{lab}/requirements.txt").read_text(encoding="utf-8")
-    pinned = {_name(line) for line in text.splitlines() if "==" in line}
+    pinned = {pin_name(line) for line in text.splitlines() if "==" in line}
     if missing := [name for name in GRADER_NEEDS if name not in pinned]:
         raise SystemExit(f"solutions/{lab}/requirements.txt does not pin what the grader needs: {', '.join(missing)}")
     tools = GRADER_TOOLS.get(lab, ())
-    extra = [line for name, line in _closure(tools, DEV_PINS.read_text(encoding="utf-8")).items() if name not in pinned]
+    extra = [line for name, line in closure(tools, DEV_PINS.read_text(encoding="utf-8")).items() if name not in pinned]
     if not extra:
         return text
     heading = f"# What the grader runs for this lab ({', '.join(tools)}), pinned as in tests/requirements.txt"
     return "\n".join([text.rstrip(), heading, *extra]) + "\n"
 
 
-def _name(line: str) -> str:
+def pin_name(line: str) -> str:
     return re.split(r"[=\[ ;]", line.strip(), maxsplit=1)[0].lower()
 
 
-def _closure(names: Sequence[str], text: str) -> dict[str, str]:
+def closure(names: Sequence[str], text: str) -> dict[str, str]:
     """The pin lines of `names` and of all they need, read from the `# via` notes of a uv-compiled file."""
     lines: dict[str, str] = {}
     needed_by: dict[str, set[str]] = {}
     current = ""
     for line in text.splitlines():
         if "==" in line and not line.startswith((" ", "#")):
-            current = _name(line)
+            current = pin_name(line)
             lines[current], needed_by[current] = line.strip(), set()
         elif current and (via := re.match(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9_.-]+)\s*$", line)):
             needed_by[current].add(via[1].lower())

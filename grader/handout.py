@@ -1,11 +1,14 @@
 """What a student receives for a lab, with no answer in it: `python -m grader.handout --lab LAB [--out DIR]`.
 
-The handout is a folder to push as the assignment's template repository:
+The handout is a folder to push as the assignment's template repository, laid out as the course repository is
+for the student's part, so that every command of the lab sheet works in it as written:
 
-- the starter, rendered from the solution's markers (every TODO in its starter form), and its lab sheet;
-- `CHECKS.md`: the statement and points of every check the grader runs for the lab;
+- the lab folder (`medium_lab/` or `advanced_lab/`): the starter, rendered from the solution's markers (every
+  TODO in its starter form), and its lab sheet;
+- `noxfile.py`: the sheet's `serve`, `grade` and `labtests` tasks, for this folder (`templates/`);
+- `README.md`: the one set-up line and those tasks; `CHECKS.md`: every check's statement and points;
 - `.grader/`: the grader alone, as a wheel built from `grader/` without the instructor's tools (those read the
-  solutions), and `requirements.txt`, the pins it is installed with (the lab's own, and the load-test runner);
+  solutions), and `requirements.txt`, the pins it is installed with (the lab's own, the load-test runner, pytest);
 - `.github/workflows/classroom.yml`: GitHub Classroom's autograding, which installs the grader from `.grader/`
   and never checks out the course repository (which holds the solutions).
 """
@@ -31,6 +34,9 @@ from grader.core import Lab, select
 ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME, VERSION = "agent_deploy_labs_grader", "0.1.0"
 WORKFLOW = ROOT / "grader" / "github" / "classroom.yml"
+NOXFILE = ROOT / "grader" / "templates" / "handout_noxfile.py"
+SETUP = "python3 -m venv .venv && .venv/bin/python -m pip install -q nox==2026.10.20 uv==0.13.9"
+TOOLS = ("pytest",)  # what the handout's labtests runs, beside the grader's own pins
 # The instructor's tools: they read the solutions, build bundles or grade a class, and a student needs none.
 INSTRUCTOR_ONLY = frozenset(
     {"starters.py", "sensitivity.py", "progression.py", "similarity.py", "batch.py", "gradescope_bundle.py"}
@@ -49,7 +55,7 @@ def grader_sources() -> list[Path]:
         for path in package.rglob("*.py")
         if "__pycache__" not in path.parts
         and not (path.parent == package and path.name in INSTRUCTOR_ONLY)
-        and path.relative_to(package).parts[0] != "gradescope"
+        and path.relative_to(package).parts[0] not in ("gradescope", "templates")
     )
 
 
@@ -97,15 +103,43 @@ def checks_sheet(lab: Lab) -> str:
     return "\n".join(lines) + "\n"
 
 
-def workflow(lab: Lab) -> str:
-    """The Classroom workflow template with the lab and its total filled in."""
+def workflow(lab: Lab, folder: str) -> str:
+    """The Classroom workflow template with the lab, its total and its folder filled in."""
     total = sum(check.points for check in select(lab))
     text = WORKFLOW.read_text(encoding="utf-8")
     text, labs = re.subn(r"(?m)^(\s*LAB: )\S+.*$", rf"\g<1>{lab}", text, count=1)
     text, totals = re.subn(r'(?m)^(\s*LAB_MAX_SCORE: )"\d+".*$', rf'\g<1>"{total}"', text, count=1)
-    if labs != 1 or totals != 1:
-        raise SystemExit(f"{WORKFLOW} has no `LAB:` and `LAB_MAX_SCORE:` lines to fill in")
+    text, stages = re.subn(r'(?m)^(\s*STAGE: )"[^"]*".*$', rf'\g<1>"{folder}"  # the lab folder', text, count=1)
+    if labs != 1 or totals != 1 or stages != 1:
+        raise SystemExit(f"{WORKFLOW} has no `LAB:`, `LAB_MAX_SCORE:` and `STAGE:` lines to fill in")
     return text
+
+
+def grader_requirements(lab: str) -> str:
+    """The pins `.grader/` installs with: the grader's for the lab, and the tools of the handout's tasks."""
+    dev = gradescope_bundle.DEV_PINS.read_text(encoding="utf-8")
+    pinned = gradescope_bundle.requirements(lab)
+    have = {gradescope_bundle.pin_name(line) for line in pinned.splitlines() if "==" in line}
+    extra = [line for name, line in gradescope_bundle.closure(TOOLS, dev).items() if name not in have]
+    heading = f"# What the handout's tasks run ({', '.join(TOOLS)}), pinned as in the course's dev pins"
+    return "\n".join([pinned.rstrip(), heading, *extra]) + "\n" if extra else pinned
+
+
+def readme(lab: starters.Lab) -> str:
+    """The handout's front page: where the sheet is, the one set-up line, and the three tasks."""
+    folder = lab.starter
+    return (
+        f"# The {lab.name} lab\n\n"
+        f"Your work is in [`{folder}/`]({folder}/); its lab sheet, [`{folder}/README.md`]({folder}/README.md), "
+        "says what to build, step by step. [`CHECKS.md`](CHECKS.md) lists what the grader checks.\n\n"
+        "Set up once, with Python 3.11 or newer (it makes its own virtual environment):\n\n"
+        f"```bash\n{SETUP}\n```\n\nThen, from this folder:\n\n"
+        f"```bash\n.venv/bin/nox -s serve -- {folder}       # your service on http://127.0.0.1:8000/docs "
+        f"(--port N for another)\n"
+        f".venv/bin/nox -s grade -- {folder}       # the grader's checks, with what to fix next\n"
+        f".venv/bin/nox -s labtests -- {folder}    # your own tests in {folder}/tests, if you write some\n```\n\n"
+        "Every push is graded too (GitHub Classroom, `.github/workflows/classroom.yml`).\n"
+    )
 
 
 def _write(files: Iterable[tuple[str, bytes]], folder: Path) -> None:
@@ -120,14 +154,16 @@ def build(lab_name: str, out: Path) -> Path:
     lab = next(lab for lab in starters.LABS if lab.name == lab_name)
     folder = out / f"handout-{lab.name}"
     shutil.rmtree(folder, ignore_errors=True)
-    starters.write_tree(starters.render(ROOT / lab.solution), folder)
+    starters.write_tree(starters.render(ROOT / lab.solution), folder / lab.starter)
     for name in sorted(starters.STARTER_OWNED):  # the student's lab sheet
-        shutil.copyfile(ROOT / lab.starter / name, folder / name)
+        shutil.copyfile(ROOT / lab.starter / name, folder / lab.starter / name)
     _write(
         [
+            ("README.md", readme(lab).encode()),
+            ("noxfile.py", NOXFILE.read_text(encoding="utf-8").replace("LAB_DIR", lab.starter).encode()),
             ("CHECKS.md", checks_sheet(lab.name).encode()),  # type: ignore[arg-type]
-            (".grader/requirements.txt", gradescope_bundle.requirements(lab.name).encode()),
-            (".github/workflows/classroom.yml", workflow(lab.name).encode()),  # type: ignore[arg-type]
+            (".grader/requirements.txt", grader_requirements(lab.name).encode()),
+            (".github/workflows/classroom.yml", workflow(lab.name, lab.starter).encode()),  # type: ignore[arg-type]
             (".gitignore", STUDENT_GITIGNORE.encode()),
         ],
         folder,

@@ -63,9 +63,11 @@ def test_the_handout_holds_the_starter_its_sheet_the_checks_and_the_grader(built
     lab, folder = built
     listed = subprocess.run(["git", "ls-files", lab.starter], cwd=ROOT, capture_output=True, text=True, check=True)
     committed = {PurePosixPath(name).relative_to(lab.starter).as_posix() for name in listed.stdout.split()}
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    present = {p.relative_to(folder / lab.starter).as_posix() for p in (folder / lab.starter).rglob("*") if p.is_file()}
     assert committed <= present, sorted(committed - present)
-    assert (folder / "README.md").read_text() == (ROOT / lab.starter / "README.md").read_text()
+    assert (folder / lab.starter / "README.md").read_text() == (ROOT / lab.starter / "README.md").read_text()
+    front = (folder / "README.md").read_text()
+    assert handout.SETUP in front and f".venv/bin/nox -s grade -- {lab.starter}" in front
     checks_md = (folder / "CHECKS.md").read_text()
     listed = subprocess.run(
         [sys.executable, "-m", "grader", "--list", "--lab", lab.name], cwd=ROOT, capture_output=True, text=True
@@ -107,7 +109,7 @@ def test_the_workflow_installs_the_grader_from_the_handout_and_checks_out_nothin
     assert len(checkouts) == 1 and "with" not in checkouts[0]
     runs = "\n".join(str(step.get("run", "")) for step in steps)
     assert ".grader/requirements.txt .grader/*.whl" in runs and "nox" not in runs
-    assert workflow["env"]["LAB"] == lab.name
+    assert workflow["env"]["LAB"] == lab.name and workflow["env"]["STAGE"] == lab.starter
     total = sum(check.points for check in handout.select(lab.name))  # type: ignore[arg-type]
     assert workflow["env"]["LAB_MAX_SCORE"] == str(total)
 
@@ -152,3 +154,20 @@ def test_the_wheel_is_reproducible(tmp_path: Path) -> None:
         record = wheel.read(f"{handout.DIST_NAME}-0.1.0.dist-info/RECORD").decode()
     assert {line.split(",")[0] for line in record.splitlines()} == names
     assert "grader/__main__.py" in names and "grader/github/classroom_result.py" in names
+
+
+def test_the_sheet_s_commands_work_in_the_handout(built: tuple[starters.Lab, Path]) -> None:
+    """Every `.venv/bin/nox -s TASK` the lab sheet gives is a task of the handout's own noxfile, for its folder."""
+    lab, folder = built
+    sheet = (folder / lab.starter / "README.md").read_text()
+    tasks = set(re.findall(r"\.venv/bin/nox -s (\w+) -- " + re.escape(lab.starter), sheet))
+    assert tasks >= {"serve", "grade"}, tasks
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "--list", "-f", str(folder / "noxfile.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    offered = set(re.findall(r"^\* (\w+)", listed.stdout, re.MULTILINE))
+    assert tasks <= offered, (tasks, offered)
