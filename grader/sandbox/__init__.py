@@ -29,7 +29,7 @@ from .workspace import Lease, Workspace, lease, missing, say_missing_once
 LAUNCH = Path(__file__).with_name("launch.py")
 WATCH_SECONDS = 0.25
 _LIVE: weakref.WeakSet[Popen] = weakref.WeakSet()
-_BY_LOG: dict[str, Popen] = {}
+_BY_LOG: weakref.WeakValueDictionary[str, Popen] = weakref.WeakValueDictionary()
 _RELEASING = threading.Lock()
 
 

@@ -40,7 +40,9 @@ def problem() -> str:
     program = shutil.which("bwrap")
     if program is None:
         return "bubblewrap (bwrap) is not installed"
-    probe = [program, *_namespaces(), "--ro-bind", "/", "/", "--proc", "/proc", "--", "true"]
+    # Every option the sandbox uses (an older bwrap lacks --size or --perms for a tmpfs).
+    probe = [program, *_namespaces(), "--ro-bind", "/", "/", "--proc", "/proc", "--perms", "1777", "--size", "65536"]
+    probe += ["--tmpfs", TMP, "--", "true"]
     try:
         done = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
     except (OSError, subprocess.TimeoutExpired) as error:

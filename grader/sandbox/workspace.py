@@ -100,6 +100,15 @@ def lease(stage: Path, python: Path) -> Lease | None:
     return None
 
 
+def _give(top: Path, lease: Lease) -> None:
+    """Make the stage's user the owner of a folder and all in it, never following a link (an earlier start of
+    the same submission may have left one pointing anywhere)."""
+    for folder, folders, files in os.walk(top):
+        for name in (".", *folders, *files):
+            with contextlib.suppress(OSError):
+                os.lchown(os.path.join(folder, name), lease.uid, lease.gid)  # noqa: PTH118 - os.walk gives strings
+
+
 def _writable(env: dict[str, str], stage: Path) -> list[str]:
     """The data folders the settings name (a database's, the metrics'): existing folders under the temp folder."""
     temp = Path(tempfile.gettempdir()).resolve()
@@ -150,9 +159,7 @@ class Workspace:
         if lease is not None:
             root.chmod(0o711)  # its user enters the folder, and sees only what it owns there
             for top in (root / "stage", root / "tmp", root / "sockets", *map(Path, work.writable)):
-                for path in (top, *top.rglob("*")):
-                    with contextlib.suppress(OSError):
-                        os.lchown(path, lease.uid, lease.gid)
+                _give(top, lease)
         work.baseline = work.written()
         return work
 
