@@ -12,7 +12,7 @@ import httpx
 
 from .core import OBSERVED, Lab
 from .profiles import Profile, Setup
-from .runner import StageLog
+from .runner import ForkServer, StageLog
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
@@ -37,6 +37,7 @@ class Context:
     anon: httpx.AsyncClient = field(init=False)
     api: httpx.AsyncClient = field(init=False)
     tokens: dict[str, str] = field(default_factory=dict)
+    server: ForkServer | None = None  # the grade's fork server, for a check that makes a start of its own
     _memo: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     @property

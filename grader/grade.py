@@ -124,6 +124,7 @@ class _Grading:
             )
             self.say(f"the stage answers on {running.url} ({profile.name} profile: {profile.purpose})")
             ctx = Context(self.stage, running.url, self.lab, profile, setup, running.log, self.notes)
+            ctx.server = self.server
             stack.push_async_callback(ctx.aclose)
             if not profile.image:  # the image's checks need no login, and its start is busy enough
                 await ctx.log_in_demo_users()

@@ -19,9 +19,8 @@ async def production_secret(ctx: Context) -> None:
     settings = {name: value for name, value in ctx.setup.env.items() if name != "SECRET_KEY"}
     database = settings["DATABASE_URL"].replace("grader.db", "production.db")  # away from the running stage's
     try:
-        async with run_stage(
-            ctx.stage, settings | {"ENVIRONMENT": "production", "DATABASE_URL": database}, start_timeout=60
-        ):
+        production = settings | {"ENVIRONMENT": "production", "DATABASE_URL": database}
+        async with run_stage(ctx.stage, production, start_timeout=60, server=ctx.server):
             pass
     except StageStartError as error:
         that(
