@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import checks, reporters
+from . import checks, reporters, visibility
 from .core import REGISTRY, CheckResult, Lab, Report, select
 from .grade import detect_lab, grade, stage_problem
 
@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for /health (60)")
     parser.add_argument("--list", action="store_true", help="list the lab's checks and points, then exit")
+    parser.add_argument(
+        "--hidden",
+        help=f"check ids or topics hidden from students until --hidden-until (default: ${visibility.ENV_HIDDEN})",
+    )
+    parser.add_argument(
+        "--hidden-until",
+        help=f"the day (YYYY-MM-DD) hidden checks are shown; default ${visibility.ENV_UNTIL}, else the due date",
+    )
     return parser
 
 
@@ -146,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := [n for n in only if n not in REGISTRY and n not in checks.TOPICS]:
         build_parser().error(f"--only names no check or topic: {', '.join(unknown)}")
+    try:
+        shown = visibility.from_environment(lab, args.hidden, args.hidden_until)
+    except ValueError as error:
+        build_parser().error(f"--hidden: {error}")
     selected = select(lab, only)
     _say(f"grading {args.path} as the {lab} lab: {len(selected)} checks, {sum(c.points for c in selected)} points")
     try:
@@ -155,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("interrupted; the stage was stopped")
         return INTERRUPTED
     report.stage = str(args.path)
+    for result in report.results:
+        result.hidden = shown.is_hidden(result.check.id)
+    report.hidden_until = shown.shown
     _emit(report, args.format, args.output, sheet_order(stage))
     return report.exit_code
 

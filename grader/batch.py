@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds a stage has to answer (60)")
     parser.add_argument("--previous", type=Path, help="an earlier gradebook.csv: report each student's changes")
+    parser.add_argument("--hidden", default="", help="check ids or topics hidden in the feedback until --hidden-until")
+    parser.add_argument("--hidden-until", default="", help="the day (YYYY-MM-DD) hidden checks are shown")
     return parser
 
 
@@ -228,9 +230,11 @@ def report_from_json(document: dict[str, Any]) -> Report:
                 result.cause = line.removeprefix("likely cause: ")
         result.hint, result.duration = item.get("hint", ""), float(item.get("duration_seconds", 0.0))
         result.flaky, result.first_try = bool(item.get("flaky", False)), str(item.get("first_try", ""))
+        result.hidden = item.get("visibility", "visible") != "visible"
         results.append(result)
     report = Report(document["stage"], document["lab"], results, error=document.get("error", ""))
     report.duration, report.log_tail = float(document.get("duration_seconds", 0.0)), document.get("log_tail", "")
+    report.hidden_until = str(document.get("hidden_until") or "")
     return report
 
 
@@ -264,6 +268,8 @@ def grade_one(submission: Submission, lab: Lab, out: Path, args: argparse.Namesp
             stage = stack.enter_context(prepared(submission))
             command = [sys.executable, "-m", "grader", str(stage), "--lab", lab, "--format", "json"]
             command += ["--output", str(raw), "--start-timeout", f"{args.start_timeout:g}"]
+            if args.hidden:
+                command += ["--hidden", args.hidden, "--hidden-until", args.hidden_until]
             outcome = _run(command, log, args.timeout, batch)
             note = pins_note(stage, lab)
     except (zipfile.BadZipFile, ValueError, OSError) as error:

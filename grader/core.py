@@ -119,6 +119,7 @@ class CheckResult:
     hint: str = ""  # where to look, in the graded lab
     duration: float = 0.0
     flaky: bool = False  # a timing-sensitive check whose two tries disagreed; this result is the second's
+    hidden: bool = False  # not shown to students until `Report.hidden_until` (see grader.visibility)
     first_try: str = ""  # what the first try found, when it was retried
 
     @property
@@ -155,10 +156,16 @@ class Report:
     duration: float = 0.0
     error: str = ""  # set when the stage could not be graded
     log_tail: str = ""
+    hidden_until: str = ""  # when hidden checks are shown: a day, or "the due date"
 
     @property
     def score(self) -> float:
         return round(sum(result.points for result in self.results), 2)
+
+    @property
+    def shown(self) -> list[CheckResult]:
+        """The results a student may see now: all but the hidden ones."""
+        return [result for result in self.results if not result.hidden]
 
     @property
     def max_score(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -56,12 +57,16 @@ def closure(names: Sequence[str], text: str) -> dict[str, str]:
     return {name: lines[name] for name in sorted(wanted) if name in lines}
 
 
-def run_autograder(lab: str) -> str:
-    """The run_autograder script with the lab pinned (GRADER_LAB still overrides it)."""
+def run_autograder(lab: str, hidden: str = "") -> str:
+    """The run_autograder script with the lab pinned (GRADER_LAB still overrides it), and the checks hidden until
+    the due date, if any, exported as GRADER_HIDDEN (Gradescope shows them after it: `after_due_date`)."""
     script = (SCRIPTS / "run_autograder").read_text(encoding="utf-8")
     if LAB_LINE not in script:
         raise SystemExit(f"grader/gradescope/run_autograder has no `{LAB_LINE}` line to pin the lab on")
-    return script.replace(LAB_LINE, f"lab=${{GRADER_LAB:-{lab}}}", 1)
+    pinned = f"lab=${{GRADER_LAB:-{lab}}}"
+    if hidden:  # the grader itself refuses a name that is no check or topic (stdlib only here: no registry)
+        pinned += f"\nexport GRADER_HIDDEN=${{GRADER_HIDDEN:-{shlex.quote(hidden)}}}"
+    return script.replace(LAB_LINE, pinned, 1)
 
 
 def _grader_files() -> list[Path]:
@@ -83,13 +88,13 @@ def _add(bundle: zipfile.ZipFile, name: str, text: str, mode: int = REGULAR) -> 
     bundle.writestr(info, text)
 
 
-def build(lab: str, out: Path) -> Path:
+def build(lab: str, out: Path, hidden: str = "") -> Path:
     """Write `out/gradescope-<lab>.zip`: setup.sh, run_autograder, requirements.txt and the grader package."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"gradescope-{lab}.zip"
     with zipfile.ZipFile(target, "w") as bundle:
         _add(bundle, "setup.sh", (SCRIPTS / "setup.sh").read_text(encoding="utf-8"), EXECUTABLE)
-        _add(bundle, "run_autograder", run_autograder(lab), EXECUTABLE)
+        _add(bundle, "run_autograder", run_autograder(lab, hidden), EXECUTABLE)
         _add(bundle, "requirements.txt", requirements(lab))
         for path in _grader_files():
             _add(bundle, path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8"))
@@ -100,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.gradescope_bundle", description=__doc__)
     parser.add_argument("--lab", choices=["medium", "advanced"], required=True, help="the lab the autograder grades")
     parser.add_argument("--out", type=Path, default=ROOT / "build", help="the folder the zip goes to (build/)")
+    parser.add_argument("--hidden", default="", help="check ids or topics students see only after the due date")
     args = parser.parse_args(argv)
-    target = build(args.lab, args.out)
+    target = build(args.lab, args.out, args.hidden)
     print(f"Gradescope autograder for the {args.lab} lab: {target} (upload it; Ubuntu base image)")
     return 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grader import checks, gradescope_bundle, starters
+from grader import checks, gradescope_bundle, starters, visibility
 from grader.core import Lab, select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +88,11 @@ def build_wheel(out: Path) -> Path:
     return target
 
 
-def checks_sheet(lab: Lab) -> str:
-    """CHECKS.md: every check of the lab, by topic, with its points and the statement a student reads."""
-    selected = select(lab)
+def checks_sheet(lab: Lab, hidden: frozenset[str] = frozenset()) -> str:
+    """CHECKS.md: every public check of the lab, by topic, with its points and the statement a student reads;
+    the hidden ones are only counted."""
+    every = select(lab)
+    selected = [check for check in every if check.id not in hidden]
     lines = [
         f"# What the grader checks ({lab} lab)",
         "",
@@ -100,6 +102,9 @@ def checks_sheet(lab: Lab) -> str:
     for topic in dict.fromkeys(c.module for c in selected):
         lines += ["", f"## {topic}", "", "| check | points | what it checks |", "| --- | --- | --- |"]
         lines += [f"| `{c.id}` | {c.points} | {c.title.replace('|', '/')} |" for c in selected if c.module == topic]
+    if hidden:
+        points = sum(c.points for c in every if c.id in hidden)
+        lines += ["", f"And {len(hidden)} more checks ({points} points), shown after the due date."]
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +154,7 @@ def _write(files: Iterable[tuple[str, bytes]], folder: Path) -> None:
         target.write_bytes(data)
 
 
-def build(lab_name: str, out: Path) -> Path:
+def build(lab_name: str, out: Path, hidden: str = "") -> Path:
     """Write the handout of a lab to `out/handout-<lab>/` (replacing an earlier one); its folder."""
     lab = next(lab for lab in starters.LABS if lab.name == lab_name)
     folder = out / f"handout-{lab.name}"
@@ -161,7 +166,7 @@ def build(lab_name: str, out: Path) -> Path:
         [
             ("README.md", readme(lab).encode()),
             ("noxfile.py", NOXFILE.read_text(encoding="utf-8").replace("LAB_DIR", lab.starter).encode()),
-            ("CHECKS.md", checks_sheet(lab.name).encode()),  # type: ignore[arg-type]
+            ("CHECKS.md", checks_sheet(lab.name, visibility.parse(lab.name, hidden).hidden).encode()),  # type: ignore[arg-type]
             (".grader/requirements.txt", grader_requirements(lab.name).encode()),
             (".github/workflows/classroom.yml", workflow(lab.name, lab.starter).encode()),  # type: ignore[arg-type]
             (".gitignore", STUDENT_GITIGNORE.encode()),
@@ -176,8 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.handout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--lab", choices=[lab.name for lab in starters.LABS], required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "build", help="the folder the handout goes in (build/)")
+    parser.add_argument("--hidden", default="", help="check ids or topics CHECKS.md counts but does not list")
     args = parser.parse_args(argv)
-    folder = build(args.lab, args.out)
+    folder = build(args.lab, args.out, args.hidden)
     print(f"handout of the {args.lab} lab: {folder} (push it as the assignment's template repository)")
     return 0
 

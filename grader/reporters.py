@@ -10,6 +10,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from .core import CheckResult, Report
+from .visibility import AFTER_DUE_DATE, VISIBLE
 
 FORMATS = ("text", "json", "junit", "gradescope")
 MARKS = {"passed": ":)", "failed": ":(", "skipped": ":|"}
@@ -54,8 +55,8 @@ def next_step(report: Report, order: Sequence[int] = ()) -> str:
     """
     if report.error:
         return f"cannot grade: {report.error}"
-    left = [result for result in report.results if result.status != "passed"]
-    score = f"{report.score:g}/{report.max_score}"
+    left = [result for result in report.shown if result.status != "passed"]
+    score = _score_of(report.shown)
     if not left:
         return f"{score}: every check passed"
     named = {number for result in left for number in named_todos(f"{result.hint} {result.reason}")}
@@ -78,14 +79,37 @@ def text(report: Report) -> str:
     """The terminal report: a table of checks, and under each failure what was expected and observed."""
     if report.error:
         return f"Could not grade {report.stage}: {report.error}\n\nThe stage's log:\n{report.log_tail}\n"
-    lines = [f"Grade of {_headline(report)}", "", "  result  points  check"]
+    shown = report.shown
+    lines = [f"Grade of {_headline(report) if len(shown) == len(report.results) else _hidden_headline(report)}"]
+    lines += ["", "  result  points  check"]
     for result in report.results:
+        if result.hidden:
+            lines.append(f"  {'hidden':<6}  {'?':>6}  {result.check.id}: shown after {report.hidden_until}")
+            continue
         line = f"  {MARKS[result.status]:<6}  {_points(result):>6}  {result.check.id}: {result.check.title}"
         lines.append(line + _flaky(result))
         for line in result.feedback.splitlines():
             lines.extend(textwrap.wrap(line, 110, initial_indent=" " * 18, subsequent_indent=" " * 22))
-    lines += ["", f"Score: {report.score:g}/{report.max_score}"]
+    lines += ["", f"Score: {_shown_score(report)}"]
     return "\n".join(lines) + "\n"
+
+
+def _score_of(results: Sequence[CheckResult]) -> str:
+    return f"{round(sum(r.points for r in results), 2):g}/{sum(r.check.points for r in results)}"
+
+
+def _shown_score(report: Report) -> str:
+    """The score of what a student may see; hidden checks are counted, but not shown, until their day."""
+    shown = report.shown
+    score = _score_of(shown)
+    hidden = len(report.results) - len(shown)
+    return score if not hidden else f"{score}, and {hidden} hidden check(s), shown after {report.hidden_until}"
+
+
+def _hidden_headline(report: Report) -> str:
+    shown = report.shown
+    counts = ", ".join(f"{sum(r.status == s for r in shown)} {s}" for s in ("passed", "failed", "skipped"))
+    return f"{report.stage} ({report.lab} lab): {_shown_score(report)}; {counts}; graded in {report.duration:.1f} s"
 
 
 def _check_json(result: CheckResult) -> dict[str, Any]:
@@ -103,6 +127,7 @@ def _check_json(result: CheckResult) -> dict[str, Any]:
         "duration_seconds": round(result.duration, 3),
         "flaky": result.flaky,
         "first_try": result.first_try,
+        "visibility": AFTER_DUE_DATE if result.hidden else VISIBLE,
     }
 
 
@@ -119,6 +144,7 @@ def to_json(report: Report) -> str:
         "duration_seconds": round(report.duration, 2),
         "error": report.error,
         "log_tail": report.log_tail,
+        "hidden_until": report.hidden_until if any(r.hidden for r in report.results) else None,
         "checks": [_check_json(result) for result in report.results],
     }
     return json.dumps(document, indent=2) + "\n"
@@ -134,6 +160,10 @@ def junit(report: Report) -> str:
             ET.SubElement(case, "failure", message=result.check.title).text = result.feedback
         elif result.status == "skipped":
             ET.SubElement(case, "skipped", message=result.reason)
+        if result.hidden:
+            properties = ET.SubElement(case, "properties")
+            ET.SubElement(properties, "property", name="visibility", value=AFTER_DUE_DATE)
+            ET.SubElement(properties, "property", name="hidden_until", value=report.hidden_until)
         if result.flaky:  # Maven Surefire's mark for a test whose rerun disagreed with its first run
             kind = "flakyFailure" if result.status == "passed" else "rerunFailure"
             ET.SubElement(case, kind, message=result.first_try).text = result.flaky_note
@@ -157,7 +187,7 @@ def gradescope(report: Report) -> str:
             "max_score": result.check.points,
             "status": "passed" if result.status == "passed" else "failed",
             "output": result.feedback or "passed",
-            "visibility": "visible",
+            "visibility": AFTER_DUE_DATE if result.hidden else VISIBLE,
             **({"extra_data": {"flaky": True}} if result.flaky else {}),
         }
         for result in report.results
@@ -171,12 +201,15 @@ def markdown(report: Report) -> str:
     """A summary for GitHub Actions' job page (GITHUB_STEP_SUMMARY)."""
     if report.error:
         return f"### Grader: could not grade `{report.stage}`\n\n{report.error}\n\n```\n{report.log_tail}\n```\n"
-    lines = [f"### Grader: {report.score:g}/{report.max_score} for `{report.stage}` ({report.lab} lab)", ""]
+    lines = [f"### Grader: {_shown_score(report)} for `{report.stage}` ({report.lab} lab)", ""]
     lines += ["| | check | points |", "| --- | --- | --- |"]
     for result in report.results:
+        if result.hidden:
+            lines.append(f"| 🔒 | `{result.check.id}`: shown after {report.hidden_until} | ? |")
+            continue
         title = result.check.title.replace("|", "\\|")
         lines.append(f"| {ICONS[result.status]} | `{result.check.id}`: {title} | {_points(result)} |")
-    failures = [result for result in report.results if result.status != "passed"]
+    failures = [result for result in report.shown if result.status != "passed"]
     for result in failures:
         lines += ["", f"<details><summary>{result.check.id}</summary>", "", "```", result.feedback, "```", "</details>"]
     return "\n".join(lines) + "\n"
