@@ -4,6 +4,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Annotated
 
 import anyio
@@ -76,8 +77,14 @@ class AuthService:
         self._user_ttl = user_cache_seconds
         self._users: dict[str, tuple[User | None, float]] = {}
         self.passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=bcrypt_rounds)
-        # Checked against when the user is unknown, so both failures take a bcrypt verification's time.
-        self._dummy_hash = self.passwords.hash("a password nobody has")
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        """Checked against when the user is unknown, so both failures take a bcrypt verification's time.
+
+        Made on first use: at start-up it cost every worker a bcrypt hash before its first request.
+        """
+        return self.passwords.hash("a password nobody has")
 
     async def hash_password(self, password: str) -> str:
         """A bcrypt hash, computed off the event loop (it takes a deliberate fraction of a second)."""

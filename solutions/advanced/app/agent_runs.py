@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import httpx
-import openai
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
@@ -28,7 +27,17 @@ STEP_LIMIT_ANSWER = (
     "Ask again with a higher max_iterations (up to 20)."
 )
 ANSWER_NODE = "writer"
-_UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (openai.APIError, httpx.HTTPError)
+
+
+def _upstream_errors(provider: str) -> tuple[type[BaseException], ...]:
+    """What a provider's failure raises. The OpenAI client is imported with that provider only: loading it (and
+    its hundreds of pydantic models) was a sixth of the service's start-up, for errors the offline model never raises.
+    """
+    if provider != "openai":
+        return (httpx.HTTPError,)
+    import openai
+
+    return (openai.APIError, httpx.HTTPError)
 
 
 def thread(session_id: str) -> RunnableConfig:
@@ -151,7 +160,8 @@ class AgentRunner:
         if isinstance(exc, TimeoutError):
             return AgentTimeoutError(f"The agent did not answer within {self.timeout_seconds:g} s")
         # A provider's malformed reply surfaces as a ValueError (JSON or schema); the offline model has none.
-        if isinstance(exc, _UPSTREAM_ERRORS) or (self.provider == "openai" and isinstance(exc, ValueError)):
+        upstream = _upstream_errors(self.provider)
+        if isinstance(exc, upstream) or (self.provider == "openai" and isinstance(exc, ValueError)):
             logger.warning("LLM provider failed", error=type(exc).__name__)
             return UpstreamError(f"The LLM provider failed ({type(exc).__name__})")
         return exc
