@@ -9,7 +9,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +132,19 @@ class _Grading:
 
     async def check(self, ctx: Context, batch: list[Check], *, serial: bool = False) -> None:
         """The batch's checks, each once the checks it needs are done: side by side, or with `serial` in order
-        (except that an `alongside` check, once its turn comes, runs while the later ones do)."""
+        (except that an `alongside` check, once its turn comes, runs while the later ones do).
+
+        Side by side, the `alone` checks come last (after the others that do not need them), so that what the
+        other starts' checks need of this one is done before its alone turns hold it.
+        """
         pending: list[asyncio.Task[None]] = []
         for check in batch:
             self.finished.setdefault(check.id, asyncio.Event())
+        after = [] if serial else _not_needing_alone(batch, self.lab)
         try:
             for check in batch:
-                task = asyncio.create_task(self.run(check, ctx))
+                first = after if check.alone else []
+                task = asyncio.create_task(self.run(check, ctx, first))
                 pending.append(task)
                 if serial and not check.alongside:
                     await asyncio.shield(task)
@@ -148,9 +154,11 @@ class _Grading:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def run(self, check: Check, ctx: Context) -> None:
-        """One check, once the checks it needs (on any start) are done, in its turn."""
+    async def run(self, check: Check, ctx: Context, first: Sequence[Check] = ()) -> None:
+        """One check, once the checks it needs (on any start) and the `first` ones are done, in its turn."""
         await self.needed(check)
+        for other in first:
+            await self.finished[other.id].wait()
         server = self.servers.setdefault(getattr(getattr(ctx, "profile", None), "name", ""), Turns())
         async with contextlib.AsyncExitStack() as turns:
             if check.alone:  # nothing else on its server, and no start anywhere
@@ -168,6 +176,18 @@ class _Grading:
         self.results[result.check.id] = result
         self.finished.setdefault(result.check.id, asyncio.Event()).set()
         self.show(result)
+
+
+def _not_needing_alone(batch: list[Check], lab: Lab) -> list[Check]:
+    """The checks of the batch that are not `alone` and need no alone check, even through others."""
+    by_id = {check.id: check for check in batch}
+    needing: set[str] = {check.id for check in batch if check.alone}
+    changed = True
+    while changed:
+        grown = {c.id for c in batch if any(name in needing for name in c.dependencies(lab) if name in by_id)}
+        changed = not grown <= needing
+        needing |= grown
+    return [check for check in batch if check.id not in needing]
 
 
 @asynccontextmanager
