@@ -5,6 +5,8 @@ is shared alike), by the CLI (`python -m grader STAGE --format json`); the time 
 (`duration_seconds`), and every grade must keep the stage's full marks. The load average is printed before
 and after, since other work on the machine changes every figure. Goals (grader/README.md): the advanced
 solution within 20 s, the medium one within 8 s; `--strict` exits 1 when a median misses its goal.
+The fork server (grader/forkserver.py) is what makes them reachable: it is off while stages are contained
+(GRADER_SANDBOX, on by default), so `GRADER_SANDBOX=0` measures it; both settings are printed.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stages = args.stage or list(GOALS)
     times: dict[str, list[float]] = {stage: [] for stage in stages}
-    print(f"before: {load()}", flush=True)
+    modes = {name: os.environ.get(name, "1") for name in ("GRADER_SANDBOX", "GRADER_FORK")}
+    print(f"before: {load()}; {', '.join(f'{name}={value}' for name, value in modes.items())}", flush=True)
     for round_number in range(1, args.rounds + 1):
         for stage in stages:
             seconds, score, total = grade_once(stage)
