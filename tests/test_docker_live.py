@@ -9,110 +9,43 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from docker import deployment
-from tests.support.services import unavailable
-from tests.support.stage import free_port
-
 if os.environ.get("DOCKER_LIVE") != "1":
     pytest.skip("the live Docker tests run in `nox -s docker_live`, which prepares the engine", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKER_DIR = ROOT / "docker"
-CONTEXT = ROOT / "solutions" / "advanced"
-IMAGE = "agent-deploy-labs-api"  # the name compose gives the api's build, so that compose reuses it
-LABEL = "org.agent-deploy-labs.live"
-PROJECT = "agent-deploy-labs"  # the compose file's own name
-DEMO = {"username": "demo", "password": "demo-password"}
-ALICE = {"username": "alice", "password": "alice-password"}
+from docker import deployment
+from tests.support.docker_live import (
+    ALICE,
+    DOCKER_DIR,
+    LABEL,
+    Container,
+    Stack,
+    docker,
+    engine,
+    image,
+    login,
+    logs_on_failure,
+    prometheus_query,
+    prometheus_targets,
+    remove,
+    stack,
+    start,
+    stream_events,
+    wait_for_health,
+)
 
-
-def docker(*args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    """Run docker; its stdout, or an AssertionError with what it said."""
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-    assert done.returncode == 0, f"docker {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-@pytest.fixture(scope="session", autouse=True)
-def engine() -> None:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        unavailable("no Docker engine answers: `nox -s docker_live` installs and starts one (as root)")
-
-
-@pytest.fixture(scope="session")
-def image(engine: None) -> str:
-    """The advanced solution's image, built from its own Dockerfile and folder."""
-    docker("build", "-q", "-t", IMAGE, str(CONTEXT), timeout=1500, env={**os.environ, "DOCKER_BUILDKIT": "1"})
-    return IMAGE
-
-
-# --- The image alone ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Container:
-    name: str
-    url: str
-
-    def logs(self) -> str:
-        done = subprocess.run(["docker", "logs", "--tail", "60", self.name], capture_output=True, text=True)
-        return f"--- docker logs {self.name} (last 60 lines) ---\n{done.stdout}{done.stderr}"
-
-
-@contextmanager
-def logs_on_failure(*describe: object) -> Iterator[None]:
-    """Re-raise an assertion with the logs of the containers (or compose stacks) given."""
-    try:
-        yield
-    except AssertionError as error:
-        logs = "\n".join(item.logs() for item in describe)  # type: ignore[attr-defined]
-        raise AssertionError(f"{error}\n{logs}") from error
-
-
-def start(image: str, *options: str) -> Container:
-    name = f"agent-live-{uuid.uuid4().hex[:8]}"
-    docker("run", "-d", "--name", name, "--label", LABEL, "-p", "127.0.0.1::8000", *options, image)
-    address = docker("port", name, "8000/tcp").split()[0]
-    return Container(name, f"http://{address}")
-
-
-def remove(container: Container) -> None:
-    subprocess.run(["docker", "rm", "-f", container.name], capture_output=True)
-
-
-def wait_for_health(url: str, timeout: float, container: Container | None = None) -> float:
-    """Seconds until /health answers 200; fails after `timeout` or when the container has exited."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        if container is not None and docker("inspect", "-f", "{{.State.Running}}", container.name).strip() != "true":
-            raise AssertionError(f"the container exited before /health answered 200 at {url}")
-        time.sleep(0.05)
-    raise AssertionError(f"/health did not answer 200 within {timeout:.0f} s at {url}")
-
-
-def login(client: httpx.Client, user: dict[str, str] = DEMO) -> dict[str, str]:
-    response = client.post("/api/v1/auth/login", data=user)
-    assert response.status_code == 200, f"login as {user['username']}: {response.status_code} {response.text[:300]}"
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+__all__ = ["engine", "image"]  # the fixtures this module uses
+# A stack comes up, is exercised and goes down within one test or fixture: far past the suite's default.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +130,8 @@ def test_the_first_health_comes_within_3_seconds_of_docker_run(image: str) -> No
         container = start(image)
         try:
             with logs_on_failure(container):
-                times.append(wait_for_health(container.url, 90, container) + (time.monotonic() - started) * 0)
-                times[-1] = time.monotonic() - started
+                wait_for_health(container.url, 90, container)
+                times.append(time.monotonic() - started)
         finally:
             remove(container)
     assert statistics.median(times) <= 3.0, f"first /health after docker run: {[f'{t:.2f} s' for t in times]}"
@@ -213,50 +146,6 @@ def test_an_unwritable_sqlite_folder_is_refused_in_one_line(image: str) -> None:
     output = (done.stdout + done.stderr).strip()
     assert done.returncode != 0, f"the image served with its database in /app:\n{output[-2000:]}"
     assert "Traceback" not in output and "DATABASE_URL" in output, f"the refusal was not one clear line:\n{output}"
-
-
-# --- The compose demo --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    files: tuple[str, ...]
-    env: dict[str, str]
-    api: str
-    prometheus: str
-    jaeger: str
-
-    def compose(self, *args: str, timeout: float = 300) -> str:
-        options = [item for file in self.files for item in ("-f", file)]
-        return docker("compose", *options, *args, timeout=timeout, env=self.env, cwd=DOCKER_DIR)
-
-    def logs(self) -> str:
-        options = [item for file in self.files for item in ("-f", file)]
-        done = subprocess.run(
-            ["docker", "compose", *options, "logs", "--no-color", "--tail", "40"],
-            capture_output=True, text=True, env=self.env, cwd=DOCKER_DIR,
-        )  # fmt: skip
-        return f"--- docker compose logs (last 40 lines each) ---\n{done.stdout[-12000:]}{done.stderr[-2000:]}"
-
-
-def stack_env(**extra: str) -> dict[str, str]:
-    ports = {name: str(free_port()) for name in ("API_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "JAEGER_PORT")}
-    return {**os.environ, "SECRET_KEY": uuid.uuid4().hex * 2, **ports, **extra}
-
-
-@contextmanager
-def stack(*files: str, up: tuple[str, ...] = (), **extra: str) -> Iterator[Stack]:
-    env = stack_env(**extra)
-    running = Stack(
-        files, env, f"http://127.0.0.1:{env['API_PORT']}", f"http://127.0.0.1:{env['PROMETHEUS_PORT']}",
-        f"http://127.0.0.1:{env['JAEGER_PORT']}",
-    )  # fmt: skip
-    try:
-        with logs_on_failure(running):
-            running.compose("up", "-d", "--wait", *up, timeout=600)
-        yield running
-    finally:
-        running.compose("down", "-v", "--remove-orphans", timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -290,37 +179,10 @@ def test_login_miss_then_hit_and_a_stream_to_done(demo: Stack) -> None:
         assert events and events[-1][0] == "done", f"the stream's events: {[name for name, _ in events][-5:]}"
 
 
-def stream_events(client: httpx.Client, headers: dict[str, str], query: str) -> list[tuple[str, float]]:
-    """Each event's name and the seconds since the request, in order."""
-    events, started, name = [], time.monotonic(), "message"
-    body = {"query": query}
-    with client.stream("POST", "/api/v1/query/stream", json=body, headers=headers) as response:
-        assert response.status_code == 200, f"the stream answered {response.status_code}"
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line.partition(":")[2].strip()
-            elif line.startswith("data:"):
-                events.append((name, time.monotonic() - started))
-                name = "message"
-    return events
-
-
-def prometheus_query(stack: Stack, query: str) -> list[dict[str, object]]:
-    reply = httpx.get(f"{stack.prometheus}/api/v1/query", params={"query": query}, timeout=10).json()
-    assert reply["status"] == "success", f"Prometheus refused {query}: {reply}"
-    return reply["data"]["result"]  # type: ignore[no-any-return]
-
-
 def test_prometheus_scrapes_the_api_and_loads_every_alert_rule(demo: Stack) -> None:
     """Prometheus has every agent-api target up and every rule of alerts.yml loaded."""
     with logs_on_failure(demo):
-        deadline, targets = time.monotonic() + 60, []
-        while time.monotonic() < deadline:
-            reply = httpx.get(f"{demo.prometheus}/api/v1/targets", timeout=10).json()
-            targets = [t for t in reply["data"]["activeTargets"] if t["labels"]["job"] == "agent-api"]
-            if targets and all(t["health"] == "up" for t in targets):
-                break
-            time.sleep(2)
+        targets = prometheus_targets(demo, "agent-api", 1)
         assert targets and all(t["health"] == "up" for t in targets), f"agent-api targets: {targets}"
         rules = httpx.get(f"{demo.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
         loaded = {rule["name"] for group in rules for rule in group["rules"]}

