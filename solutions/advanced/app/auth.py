@@ -114,7 +114,8 @@ class AuthService:
 
         Made on first use: at start-up it cost every worker a bcrypt hash before its first request.
         """
-        return self.passwords.hash("a password nobody has")
+        hashed: str = self.passwords.hash("a password nobody has")
+        return hashed
 
     async def hash_password(self, password: str) -> str:
         """A bcrypt hash, computed off the event loop (it takes a deliberate fraction of a second)."""
