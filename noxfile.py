@@ -225,7 +225,8 @@ def docker_live(session: nox.Session) -> None:
     os.environ["PATH"] = f"{ROOT / 'build' / 'docker-live' / 'bin'}{os.pathsep}{path}"
     try:
         session.run("python", "-m", "docker.live.engine", "up", env=env)
-        session.run("pytest", "tests/test_docker_live.py", *session.posargs, env={**env, "DOCKER_LIVE": "1"})
+        modules = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests").glob("test_docker_live*.py"))
+        session.run("pytest", *modules, *session.posargs, env={**env, "DOCKER_LIVE": "1"})
     finally:
         session.run("python", "-m", "docker.live.engine", "down", env=env)
         os.environ["PATH"] = path

@@ -85,7 +85,7 @@ def test_readme_quickstart_is_two_command_lines_that_make_their_own_environment(
         assert line.startswith("python3 -m venv .venv && ")
         assert re.search(r"nox==\S+ uv==\S+", line), "the bootstrap tools are pinned"
     assert demo[0].endswith("nox -s demo")
-    assert re.search(r"nox -s (lint )?tests( sensitivity)?$", test[0])
+    assert re.search(r"nox -s (lint )?tests( sensitivity)?( docker_live)?$", test[0])
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
