@@ -23,6 +23,9 @@ from .runner import ForkServer, StageStartError, run_stage, stage_env
 
 ADVANCED_FILES = ("app/auth.py", "app/routes/auth.py", "app/cache.py")
 Say = Callable[[str], None]
+# Checks of one start at once: enough to overlap their waits on the model, few enough that on a busy machine no
+# check waits behind a pile of others' work in the one stage process until its timeout.
+CHECKS_AT_ONCE = 4
 Show = Callable[[CheckResult], None]
 
 
@@ -47,7 +50,8 @@ class Turns:
     it waits for it, so that it is never starved by a stream of shorter turns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, most: int = 0) -> None:
+        self.most = most  # holders at once at most (0: no limit)
         self._waiting: collections.deque[tuple[str, bool, asyncio.Future[None]]] = collections.deque()
         self._holders = 0
         self._kind = ""
@@ -82,6 +86,8 @@ class Turns:
                 self._waiting.popleft()
                 continue
             if self._holders and (exclusive or self._exclusive or kind != self._kind):
+                return
+            if self.most and self._holders >= self.most:
                 return
             self._waiting.popleft()
             self._holders, self._kind, self._exclusive = self._holders + 1, kind, exclusive
@@ -159,7 +165,7 @@ class _Grading:
         await self.needed(check)
         for other in first:
             await self.finished[other.id].wait()
-        server = self.servers.setdefault(getattr(getattr(ctx, "profile", None), "name", ""), Turns())
+        server = self.servers.setdefault(getattr(getattr(ctx, "profile", None), "name", ""), Turns(CHECKS_AT_ONCE))
         async with contextlib.AsyncExitStack() as turns:
             if check.alone:  # nothing else on its server, and no start anywhere
                 await turns.enter_async_context(self.starts.turn("quiet"))

@@ -277,3 +277,25 @@ def test_checks_run_side_by_side_except_an_alone_one_which_runs_with_nothing_els
     assert seen["timed"] == set(), seen  # alone: nothing before it still ran, nothing started meanwhile
     assert "timed" not in seen["third"] and seen["after"] == set(), seen  # "after" waited for "third"
     assert seconds < 1.4  # 0.3 (first, second) + 0.3 (timed) + 0.3 (third) + 0.1 (after), not 5 in a row
+
+
+def test_no_more_than_a_few_checks_of_one_start_run_at_once() -> None:
+    """Side by side means at most CHECKS_AT_ONCE checks of one start at a time; the others wait their turn."""
+    from grader.grade import CHECKS_AT_ONCE
+
+    running: list[int] = [0, 0]  # now, most
+
+    async def busy(ctx: Context) -> None:
+        running[0] += 1
+        running[1] = max(running)
+        await asyncio.sleep(0.05)
+        running[0] -= 1
+
+    async def scenario() -> None:
+        batch = [Check(f"test.busy{n}", "a test check", 1, busy) for n in range(3 * CHECKS_AT_ONCE)]
+        grading = _Grading(Path(), "medium", Path(), 1.0, say=lambda _: None, show=lambda _: None)
+        await grading.check(cast("Context", _Lab("medium")), batch)
+        assert len(grading.results) == len(batch)
+
+    asyncio.run(scenario())
+    assert running[1] == CHECKS_AT_ONCE
