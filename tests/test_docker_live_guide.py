@@ -1,5 +1,7 @@
 """docker/README.md's commands as written, each in a new shell without SECRET_KEY unless the guide sets one.
 
+The scaling command brings up the stack of tests/test_docker_live_scaled.py.
+
 The guide publishes the default ports (8000, 9090, 3000, 16686 on 127.0.0.1), so these need them free.
 """
 
@@ -99,18 +101,3 @@ def test_the_guide_brings_the_stack_up_tries_it_and_takes_it_down(image: str, po
         raise AssertionError(
             f"{error}\nthe guide's up printed:\n{(tmp_path / 'up.log').read_text()[-4000:]}"
         ) from error
-
-
-def test_the_guide_scales_the_api_to_three_replicas(image: str, ports_free: None, tmp_path: Path) -> None:
-    """The scaling command as written runs three healthy replicas behind the proxy on port 8000."""
-    (up,) = blocks("Scaling the api")
-    assert "--scale api=3" in up, f"the guide's scaling command changed: {up}"
-    process = bring_up(up, tmp_path / "up.log")
-    try:
-        wait_healthy(*SCALED, replicas=3)
-        assert '"status"' in shell("curl -s localhost:8000/health")
-        shell(f"docker compose {' '.join(SCALED)} down -v", timeout=180)
-        process.wait(timeout=120)
-    except BaseException as error:
-        process.kill()
-        raise AssertionError(f"{error}\nthe scaled up printed:\n{(tmp_path / 'up.log').read_text()[-4000:]}") from error

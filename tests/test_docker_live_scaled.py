@@ -1,13 +1,15 @@
 """The scaled compose demo for real: three api replicas behind the proxy (`nox -s docker_live` prepares the engine).
 
-docker-compose.yml with docker-compose.scale.yml, unmodified, `--scale api=3`; the limit is lowered to 20 a
-minute (RATE_LIMIT_REQUESTS, which the compose file reads) so that a burst is short.
+The stack is brought up by docker/README.md's own scaling command, as written, in a shell without SECRET_KEY
+(the command makes one), with free ports and the limit lowered to 20 a minute (RATE_LIMIT_REQUESTS: the compose
+file reads them) so that a burst is short; `ps` and `down -v` then run in shells without SECRET_KEY too.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -20,13 +22,16 @@ if os.environ.get("DOCKER_LIVE") != "1":
 from tests.support.docker_live import (
     ALICE,
     DEMO,
+    ROOT,
     Stack,
     engine,
+    guide_blocks,
+    healthy_api,
     image,
     login,
     logs_on_failure,
     prometheus_targets,
-    stack,
+    stack_env,
     stream_events,
 )
 
@@ -38,10 +43,26 @@ REPLICAS = 3
 
 
 @pytest.fixture(scope="module")
-def scaled(image: str) -> Iterator[Stack]:
+def scaled(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    (command,) = guide_blocks("Scaling the api")
+    assert f"--scale api={REPLICAS}" in command, f"the guide's scaling command changed: {command}"
+    env = {key: value for key, value in stack_env(RATE_LIMIT_REQUESTS=str(LIMIT)).items() if key != "SECRET_KEY"}
+    ports = {name: f"http://127.0.0.1:{env[name]}" for name in ("API_PORT", "PROMETHEUS_PORT", "JAEGER_PORT")}
     files = ("docker-compose.yml", "docker-compose.scale.yml")
-    with stack(*files, up=("--scale", f"api={REPLICAS}"), RATE_LIMIT_REQUESTS=str(LIMIT)) as running:
+    running = Stack(files, env, ports["API_PORT"], ports["PROMETHEUS_PORT"], ports["JAEGER_PORT"])
+    log = tmp_path_factory.mktemp("scaled") / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        with logs_on_failure(running):
+            healthy_api(running, REPLICAS)
         yield running
+    finally:
+        running.compose("down", "-v", "--remove-orphans", timeout=180)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def test_every_replica_is_scraped(scaled: Stack) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -178,3 +180,21 @@ def prometheus_targets(stack: Stack, job: str, count: int, timeout: float = 90) 
             break
         time.sleep(2)
     return targets
+
+
+def guide_blocks(heading: str) -> list[str]:
+    """The bash blocks of docker/README.md's section `## heading`, continuation lines joined."""
+    section = (DOCKER_DIR / "README.md").read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.replace("\\\n", " ") for block in re.findall(r"```bash\n(.*?)```", section, re.S)]
+
+
+def healthy_api(stack: Stack, replicas: int, timeout: float = 300) -> None:
+    """`docker compose ps` until that many api containers are healthy."""
+    deadline, states = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        rows = [json.loads(line) for line in stack.compose("ps", "--format", "json", "api").splitlines() if line]
+        states = [row.get("Health") for row in rows]
+        if states.count("healthy") >= replicas:
+            return
+        time.sleep(3)
+    raise AssertionError(f"`docker compose ps` showed api {states} for {timeout:.0f} s, not {replicas} healthy")
