@@ -55,7 +55,7 @@ STAGES = [
             MAIN: [
                 ("RootInfo(name=settings.api_title,", 'RootInfo(name="",'),
                 ('status="healthy",', 'status="degraded",'),
-                ("        lifespan=lifespan,\n", "        lifespan=lifespan,\n        docs_url=None,\n"),
+                ("    install_docs(app)\n", ""),  # no /docs page at all
             ],
             ROUTES: [
                 (
@@ -95,8 +95,9 @@ STAGES = [
             "streaming.done_metadata",
             "streaming.really_streams",
             "streaming.query_stream_flag",
-            "streaming.stream_saved",
         ),
+        # The conversation checks wait on api.tool_use (the writer's answer arrives), which this stage breaks.
+        skipped=("sessions.continuity", "sessions.get_session", "streaming.stream_saved"),
     ),
     BrokenStage(
         "no-tokens-count-and-no-rate-limit-headers",
