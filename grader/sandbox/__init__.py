@@ -28,7 +28,7 @@ from .workspace import Lease, Workspace, lease, missing, say_missing_once
 
 LAUNCH = Path(__file__).with_name("launch.py")
 WATCH_SECONDS = 0.25
-_LIVE: weakref.WeakSet[Popen] = weakref.WeakSet()
+_LIVE: set[Popen] = set()  # held until released, so that an interrupted grader can still end each one
 _BY_LOG: weakref.WeakValueDictionary[str, Popen] = weakref.WeakValueDictionary()
 _RELEASING = threading.Lock()
 
@@ -249,6 +249,7 @@ class Popen(subprocess.Popen[bytes]):
                 file.write(f"\ngrader: the stage broke a limit of its sandbox: {reason}\n")
         self._final = reason
         self._release_resources()
+        _LIVE.discard(self)
 
     def _release_resources(self) -> None:
         group = getattr(self, "group", None)
@@ -290,6 +291,6 @@ def limit_broken(log: Path | str) -> str:
 def _end_every_stage() -> None:
     """An interrupted grade: no stage outlives the grader."""
     for process in list(_LIVE):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             process.kill()
             process.wait(timeout=5)

@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath
 INSIDE = Path(__file__).with_name("inside.py")
 INSIDE_AT = "/run/grader-sandbox/inside.py"
 SOCKETS_AT = "/run/grader-sandbox/sockets"
-STAGE_AT = "/stage"
 TMP = "/tmp"  # noqa: S108 - inside the sandbox: a tmpfs of its own
 SYSTEM = ("/usr",)
 LINKS = ("/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin")
@@ -67,13 +66,15 @@ def arguments(
     interpreter_prefix: str,
     environment: str,
     stage: str,
+    stage_at: str,
     writable: list[str],
     sockets: str,
     info_fd: int,
     tmp_size: int,
     as_root: bool,
 ) -> list[str]:
-    """bwrap's options for one start (the command follows them)."""
+    """bwrap's options for one start (the command follows them). The private copy `stage` is seen at `stage_at`,
+    the submission's own path, so that its tracebacks and its working folder name the student's folder."""
     args = [shutil.which("bwrap") or "bwrap", *_namespaces(), "--info-fd", str(info_fd)]
     if as_root:  # for the first process to drop to the stage's user; it has no capability after that
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -91,19 +92,20 @@ def arguments(
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_size), "--tmpfs", TMP]
     made: set[str] = {"/", "/usr", TMP, "/etc", "/proc", "/dev"}
     mounts = [
-        (interpreter_prefix, "ro"),
-        (environment, "ro"),
-        *((folder, "rw") for folder in writable),
+        (interpreter_prefix, interpreter_prefix, "ro"),
+        (environment, environment, "ro"),
+        *((folder, folder, "rw") for folder in writable),
+        (str(INSIDE), INSIDE_AT, "ro"),
+        (sockets, SOCKETS_AT, "rw"),
+        (stage, stage_at, "rw"),
     ]
-    for source, how in mounts:
-        if any(source == done or source.startswith(done.rstrip("/") + "/") for done in SYSTEM):
+    for source, target, how in mounts:
+        if source == target and any(source == done or source.startswith(done + "/") for done in SYSTEM):
             continue  # already there, read-only
-        for parent in _ancestors(source):
+        for parent in _ancestors(target):
             if parent not in made:
                 args += ["--perms", "0755", "--dir", parent]
                 made.add(parent)
-        args += _ro(source) if how == "ro" else ["--bind", source, source]
-        made.add(source)
-    args += ["--perms", "0755", "--dir", "/run/grader-sandbox", *_ro(str(INSIDE), INSIDE_AT)]
-    args += ["--bind", sockets, SOCKETS_AT, "--bind", stage, STAGE_AT, "--chdir", STAGE_AT]
-    return args
+        args += _ro(source, target) if how == "ro" else ["--bind", source, target]
+        made.add(target)
+    return [*args, "--chdir", stage_at]

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 HOST = "127.0.0.1"
 CHUNK = 1 << 16
+PR_SET_PDEATHSIG = 1
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:
@@ -109,6 +110,11 @@ def _drop_to(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    # A change of user clears bwrap's --die-with-parent for this process: ask again to be killed with bwrap.
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _exit_status(status: int) -> int:
@@ -117,6 +123,20 @@ def _exit_status(status: int) -> int:
 
 
 def main(spec: dict[str, object]) -> int:
+    # First of all: as PID 1 it gets only the signals it handles, so one that comes before the stage is running
+    # is kept, and passed on as soon as it is.
+    pending: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is None:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     user = spec.get("user")
     if isinstance(user, list):
         _drop_to(int(user[0]), int(user[1]))
@@ -129,13 +149,8 @@ def main(spec: dict[str, object]) -> int:
     fds = spec.get("pass_fds", [])
     assert isinstance(argv, list) and isinstance(fds, list)
     child = subprocess.Popen([str(arg) for arg in argv], pass_fds=[int(fd) for fd in fds])  # noqa: S603
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+    for early in pending:
+        os.kill(child.pid, early)
     while True:  # PID 1 reaps every orphan; the stage's own process ends the sandbox
         try:
             pid, status = os.waitpid(-1, 0)

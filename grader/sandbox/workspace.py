@@ -146,6 +146,7 @@ class Workspace:
     writable: list[str]
     namespaces: bool
     settings: dict[str, str] = field(default_factory=dict)
+    original: str = ""  # the submission's folder, where the sandbox shows its private copy
     relays: list[Relay] = field(default_factory=list)
     baseline: int = 0
 
@@ -155,7 +156,8 @@ class Workspace:
         shutil.copytree(original, root / "stage", ignore=IGNORED, symlinks=True)
         for name in ("tmp", "sockets"):
             (root / name).mkdir()
-        work = cls(root, root / "stage", lease, _writable(env, original.resolve()), not bwrap.problem(), env)
+        real = original.resolve()
+        work = cls(root, root / "stage", lease, _writable(env, real), not bwrap.problem(), env, str(real))
         if lease is not None:
             root.chmod(0o711)  # its user enters the folder, and sees only what it owns there
             for top in (root / "stage", root / "tmp", root / "sockets", *map(Path, work.writable)):
@@ -192,6 +194,7 @@ class Workspace:
             interpreter_prefix=str(prefix),
             environment=str(python.parent.parent),
             stage=str(self.stage),
+            stage_at=self.original,
             writable=self.writable,
             sockets=str(self.root / "sockets"),
             info_fd=info_fd,

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -135,14 +136,14 @@ def test_a_stage_cannot_read_the_graders_files_or_write_outside_its_folders(tmp_
     secret.chmod(0o644)
     targets = {
         "read": [str(ROOT / "grader" / "core.py"), str(secret), str(ROOT / ".git" / "config"), "/proc/1/environ"],
-        "list": [str(tmp_path), str(ROOT), str(ROOT.parent)],
-        "write": [str(tmp_path / "pwned"), str(tmp_path / "reads_files" / "pwned")],
+        "list": [str(ROOT), str(ROOT.parent), str(ROOT / "grader")],
+        "write": [str(tmp_path / "pwned"), str(tmp_path / "reads_files.pwned")],
     }
     stage, token = _hostile("reads_files", tmp_path, **targets)
     report = grade_stage(stage, "medium", HEALTH_AND_ROOT)
     assert report.error == "", report.log_tail
     assert (report.score, report.max_score) == (2, 2)
-    assert not (tmp_path / "pwned").exists() and not (stage / "pwned").exists()
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "reads_files.pwned").exists()
     _assert_nothing_left(token)
 
 
@@ -179,6 +180,34 @@ def test_nothing_the_stage_started_outlives_its_grade(tmp_path: Path) -> None:
     report = grade_stage(stage, "medium", HEALTH_AND_ROOT)
     assert (report.score, report.max_score) == (2, 2), report.error
     _assert_nothing_left(token)
+
+
+def test_an_interrupted_grader_leaves_no_stage_running(tmp_path: Path) -> None:
+    """SIGTERM to the grader while its stages run: every process they started, and their sandboxes, are gone."""
+    _require(namespaces=False)
+    stage, token = _hostile("left_behind", tmp_path)
+    command = [sys.executable, "-m", "grader", str(stage), "--lab", "medium"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    grader = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert grader.stderr is not None
+        deadline = time.monotonic() + 120
+        while "the stage answers on" not in grader.stderr.readline() and time.monotonic() < deadline:
+            pass
+        assert _running(token), "the stage's orphan never started"
+        grader.send_signal(signal.SIGTERM)
+        assert grader.wait(timeout=60) == 130
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+            grader.wait()
+        if grader.stderr is not None:
+            grader.stderr.close()
+    deadline = time.monotonic() + 10
+    while _running(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(token) == []
+    assert list(Path(tempfile.gettempdir()).glob(f"{workspace.PREFIX}{grader.pid}-*")) == []
 
 
 def test_a_fork_bomb_is_held_by_the_pids_limit(tmp_path: Path) -> None:
