@@ -106,7 +106,11 @@ class Service:
         self.sessions[session_id] = session
         self.save()
         ACTIVE_SESSIONS.set(len(self.sessions))
-        metadata = {"provider": "offline", "model": "mini-model", "agents": ["writer"], "cached": cached}
+        # A product is worked out by the researcher's calculator, as in the labs' graph.
+        researched = bool(_PRODUCT.search(query)) and max_iterations >= 5
+        agents = ["supervisor", "researcher", "writer"] if researched else ["writer"]
+        metadata = {"provider": "offline", "model": "mini-model", "agents": agents, "cached": cached}
+        metadata["tools_used"] = ["calculator"] if researched else []
         return {
             "response": text,
             "session_id": session_id,
