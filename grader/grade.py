@@ -109,6 +109,9 @@ class _Grading:
     results: dict[str, CheckResult] = field(default_factory=dict)
     server: ForkServer | None = None
     starts: Turns = field(default_factory=Turns)  # starts load the machine: no `alone` check runs meanwhile
+    # A cold start (no fork server) is seconds of CPU importing the stage's libraries: a core each at most, so that
+    # six profiles starting at once on two cores do not each run out of their own start timeout.
+    cold_starts: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(max(1, os.cpu_count() or 1)))
     servers: dict[str, Turns] = field(default_factory=dict)  # per start: its checks, or one `alone` check
     finished: dict[str, asyncio.Event] = field(default_factory=dict)  # one per check of the grade
 
@@ -117,7 +120,7 @@ class _Grading:
 
         No `alone` check runs while a start loads the machine.
         """
-        async with self.starts.turn("start"):
+        async with self.starts.turn("start"), self.cold_starts if self.server is None else contextlib.nullcontext():
             setup = await stack.enter_async_context(prepared(profile, self.secret_key, self.data, self.stage))
             running = await stack.enter_async_context(
                 run_stage(
