@@ -45,10 +45,22 @@ JSON_INSTEAD_OF_SSE = """async def query_stream(body: QueryRequest, agent: Agent
     from fastapi.responses import JSONResponse
 
     return JSONResponse([chunk.model_dump() async for chunk in agent.stream_query(body)])"""
+STREAM_SESSION = "        session_id = request.session_id or new_session_id()\n        request = request.model_copy("
 NO_DELETE = """            await self.checkpointer.adelete_thread(session_id)
             self.sessions.delete(session_id)"""
 
 STAGES = [
+    BrokenStage(
+        # The stream starts a new session whatever the client asked: its turns are saved where nobody looks.
+        "a-stream-saved-in-another-session",
+        {
+            SERVICE: [
+                (STREAM_SESSION, STREAM_SESSION.replace("request.session_id or new_session_id()", "new_session_id()"))
+            ]
+        },
+        only=("streaming.stream_saved",),
+        failed=("streaming.stream_saved",),
+    ),
     BrokenStage(
         "api-surface-and-a-buffered-stream",
         {
