@@ -231,7 +231,7 @@ async def grade(
     names = [name for name, batch in batches.items() if batch]
     if not names:
         return report
-    with tempfile.TemporaryDirectory(prefix="grader-data-") as data:
+    with tempfile.TemporaryDirectory(prefix=sandbox.DATA_PREFIX) as data:
         grading = _Grading(stage, lab, Path(data), start_timeout, say, show)
         grading.finished = {check.id: asyncio.Event() for check in checks}
         say(f"starting the stage, once per profile: {', '.join(names)}")

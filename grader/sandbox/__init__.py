@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from . import environment, limits
 from .cgroups import Group
+from .workspace import DATA_PREFIX as DATA_PREFIX  # the grade's data folder: the settings' only writable place
 from .workspace import Lease, Workspace, lease, missing, say_missing_once
 
 LAUNCH = Path(__file__).with_name("launch.py")

@@ -28,6 +28,7 @@ PREFIX = "grader-sandbox-"  # then the grader's pid: a test can see what its own
 LOCKS = Path("/run/agent-deploy-labs-grader")
 IGNORED = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", "node_modules", "*.db", ".*_cache")
 LOOPBACK = re.compile(r"(?:127\.0\.0\.1|localhost):(\d{2,5})")
+DATA_PREFIX = "grader-data-"  # grader.grade's data folder for a grade: the only place a stage's settings may write
 PATH_IN = re.compile(r"(/[^\s:;,'\"]+)")
 # Inherited variables a stage never gets: the grader's secrets, tokens and tooling (a CI job's GITHUB_TOKEN).
 PRIVATE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|PRIVATE|COOKIE|SESSION", re.IGNORECASE)
@@ -110,7 +111,9 @@ def _give(top: Path, lease: Lease) -> None:
 
 
 def _writable(env: dict[str, str], stage: Path) -> list[str]:
-    """The data folders the settings name (a database's, the metrics'): existing folders under the temp folder."""
+    """The data folders the settings name (a database's, the metrics'): existing folders inside the grade's own
+    data folder (`grader-data-*` in the temp folder). Never any other: a course checked out under /tmp, or a
+    stage written there (the sensitivity and ladder runs), would be handed to the stage's user."""
     temp = Path(tempfile.gettempdir()).resolve()
     found: dict[str, None] = {}
     for value in env.values():
@@ -119,9 +122,13 @@ def _writable(env: dict[str, str], stage: Path) -> list[str]:
             folder = path if path.is_dir() else path.parent
             with contextlib.suppress(OSError):
                 folder = folder.resolve()
-                if folder.is_dir() and temp in folder.parents and folder != stage:
+                if folder.is_dir() and _in_grade_data(folder, temp) and stage not in (folder, *folder.parents):
                     found[str(folder)] = None
     return list(found)
+
+
+def _in_grade_data(folder: Path, temp: Path) -> bool:
+    return any(p.parent == temp and p.name.startswith(DATA_PREFIX) for p in (folder, *folder.parents))
 
 
 def _services(env: dict[str, str], own: int | None) -> list[int]:

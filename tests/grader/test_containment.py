@@ -296,3 +296,23 @@ def test_the_sandbox_can_be_turned_off_for_trusted_code(monkeypatch: pytest.Monk
     assert sandbox.enabled()
     monkeypatch.setenv("GRADER_SANDBOX", "0")
     assert not sandbox.enabled()
+
+
+def test_a_course_checked_out_under_the_temp_folder_stays_the_grader_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage inside a folder under /tmp (a course cloned there, or the stages the ladder writes), graded from
+    that folder (its PWD and tool paths in the environment), is graded without that folder, or any file of the
+    original, being handed to the stage's user."""
+    if os.geteuid() != 0:
+        pytest.skip("only root hands folders to a user of the stage's own")
+    course = tmp_path / "course"
+    stage = course / "solutions" / "medium"
+    shutil.copytree(ROOT / "solutions" / "medium", stage, ignore=shutil.ignore_patterns("__pycache__", "*.db"))
+    (course / "README.md").write_text("the course\n")
+    monkeypatch.setenv("PWD", str(course))  # the stage's environment starts from the grader's
+    monkeypatch.setenv("COURSE_TOOLS", str(course / "solutions"))
+    report = grade_stage(stage, "medium", HEALTH_AND_ROOT)
+    assert [r.status for r in report.results] == ["passed", "passed"], [r.feedback for r in report.results]
+    handed = [p for p in [course, *course.rglob("*")] if p.lstat().st_uid != os.geteuid()]
+    assert not handed, f"handed to the stage's user: {[str(p.relative_to(tmp_path)) for p in handed[:5]]}"
