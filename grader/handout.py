@@ -137,7 +137,7 @@ def readme(lab: starters.Lab) -> str:
         f"# The {lab.name} lab\n\n"
         f"Your work is in [`{folder}/`]({folder}/); its lab sheet, [`{folder}/README.md`]({folder}/README.md), "
         "says what to build, step by step. [`CHECKS.md`](CHECKS.md) lists what the grader checks.\n\n"
-        "Set up once, with Python 3.11 or newer (it makes its own virtual environment):\n\n"
+        "## Quickstart\n\nSet up once, with Python 3.11 or newer (it makes its own virtual environment):\n\n"
         f"```bash\n{SETUP}\n```\n\nThen, from this folder:\n\n"
         f"```bash\n.venv/bin/nox -s serve -- {folder}       # your service on http://127.0.0.1:8000/docs "
         f"(--port N for another)\n"

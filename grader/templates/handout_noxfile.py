@@ -1,7 +1,8 @@
 """Your lab's tasks, from this folder: `.venv/bin/nox -s serve -- LAB_DIR`, `grade -- LAB_DIR`, `labtests -- LAB_DIR`.
 
-Set up once with `python3 -m venv .venv && .venv/bin/python -m pip install -q nox uv`; each task makes its own
-environment from the pins in this repository (the lab folder's `requirements.txt`, and `.grader/`).
+Set up once as README.md's Quickstart says (`python3 -m venv .venv`, then nox and uv at the versions it pins);
+each task makes its own environment from the pins in this repository (the lab folder's `requirements.txt`, and
+`.grader/`). The lab's reference tests stay with the course: `labtests` runs the tests you write.
 """
 
 from __future__ import annotations
