@@ -11,9 +11,11 @@ from grader import similarity, starters
 
 MEDIUM = starters.LABS[0]
 SOLUTION = similarity.ROOT / MEDIUM.solution
+NUMBERS = [todo.number for todo in starters.todos(SOLUTION)]
+LATER = set(NUMBERS[8:])  # alice did the first eight TODOs
 RENAMES = {"value": "text", "session_id": "sid", "request": "req", "settings": "cfg", "chunk": "piece"}
 
-# Carol's own answers to TODOs 2 and 8: the same behaviour, written her way.
+# Carol's own sanitiser and session lock: the same behaviour, written her way.
 CAROL = {
     "app/models.py": (
         "        return value\n",
@@ -45,11 +47,12 @@ def _disguised(text: str) -> str:
 
 
 def _class(tmp_path: Path) -> Path:
-    """alice did TODOs 1-8 with the solution's code; bob hands in alice's, disguised, as a zip; carol wrote TODOs
-    2 and 8 her own way; dave did nothing; erin hands in the reference solution; frank's zip is broken."""
+    """alice did the first eight TODOs with the solution's code; bob hands in alice's, disguised, as a zip; carol
+    wrote the sanitiser and the session lock her own way; dave did nothing; erin hands in the reference solution;
+    frank's zip is broken."""
     submissions = tmp_path / "submissions"
-    alice = _write(starters.render(SOLUTION, only=set(range(9, 16))), submissions / "alice")
-    bob = _write(starters.render(SOLUTION, only=set(range(9, 16))), tmp_path / "bob")
+    alice = _write(starters.render(SOLUTION, only=LATER), submissions / "alice")
+    bob = _write(starters.render(SOLUTION, only=LATER), tmp_path / "bob")
     for path in bob.rglob("*.py"):
         path.write_text(_disguised(path.read_text()))
     with zipfile.ZipFile(submissions / "bob.zip", "w") as archive:
