@@ -109,6 +109,7 @@ def lint(session: nox.Session) -> None:
         "tests/support",
         "tests/benchmarks",
         "tests/test_docker.py",  # and with it the docker/ check modules
+        *sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("tests/test_docker_live*.py")),
         "notebooks/_service.py",
         "notebooks/_run.py",
     )

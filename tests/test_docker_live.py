@@ -233,7 +233,7 @@ def test_spans_reach_the_otlp_endpoint(demo: Stack) -> None:
     """The api's spans reach Jaeger's OTLP/HTTP receiver: service agent-api has traces."""
     with logs_on_failure(demo), httpx.Client(base_url=demo.api, timeout=60) as client:
         client.post("/api/v1/query", json={"query": "What is 2 + 2?"}, headers=login(client))
-        deadline, traces = time.monotonic() + 30, []
+        deadline, traces = time.monotonic() + 30, list[object]()
         while not traces and time.monotonic() < deadline:
             time.sleep(1)
             reply = httpx.get(f"{demo.jaeger}/api/traces", params={"service": "agent-api"}, timeout=10).json()
